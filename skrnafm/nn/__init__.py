@@ -1,0 +1,3 @@
+"""Placeholder until this subpackage lands."""
+
+__all__ = []

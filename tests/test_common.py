@@ -1,0 +1,57 @@
+"""scikit-learn's estimator checks over every public estimator of skrnafm.
+
+Every estimator class exported by ``skrnafm`` must have an entry in
+``CHECK_CONFIGS``: small constructor arguments that keep the checks fast,
+and each expected failure with the reason it is expected. A new public
+estimator without an entry fails ``test_every_estimator_has_config``.
+"""
+
+import inspect
+
+import pytest
+from sklearn.base import BaseEstimator
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import skrnafm
+
+# class name -> {"params": constructor arguments, "expected_failed_checks": {check: reason}}
+CHECK_CONFIGS = {
+    "WSIFeaturizer": {"params": {}, "expected_failed_checks": {}},
+    "SuperTilePooler": {"params": {}, "expected_failed_checks": {}},
+    "RNAFlowRegressor": {"params": {}, "expected_failed_checks": {}},
+    "HE2RNARegressor": {"params": {}, "expected_failed_checks": {}},
+    "TRNAsformerRegressor": {"params": {}, "expected_failed_checks": {}},
+    "SequoiaRegressor": {"params": {}, "expected_failed_checks": {}},
+}
+
+
+def _public_estimator_classes():
+    classes = []
+    for name in skrnafm.__all__:
+        try:
+            obj = getattr(skrnafm, name)
+        except (ImportError, AttributeError):
+            continue
+        if inspect.isclass(obj) and issubclass(obj, BaseEstimator):
+            classes.append(obj)
+    return classes
+
+
+ESTIMATOR_CLASSES = _public_estimator_classes()
+
+
+def test_every_estimator_has_config():
+    missing = [cls.__name__ for cls in ESTIMATOR_CLASSES if cls.__name__ not in CHECK_CONFIGS]
+    assert missing == []
+
+
+def _expected_failed_checks(estimator):
+    return CHECK_CONFIGS[type(estimator).__name__]["expected_failed_checks"]
+
+
+@parametrize_with_checks(
+    [cls(**CHECK_CONFIGS[cls.__name__]["params"]) for cls in ESTIMATOR_CLASSES if cls.__name__ in CHECK_CONFIGS],
+    expected_failed_checks=_expected_failed_checks,
+)
+def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)
