@@ -49,7 +49,9 @@ def test_repository_has_no_absolute_machine_paths():
     offenders = []
     for rel in tracked:
         path = PROJECT_ROOT / rel
-        if path.suffix in {".gz", ".png", ".npz", ".svs", ".tif", ".pth"} or not path.is_file():
+        if rel == "tests/test_package.py" or not path.is_file():
+            continue
+        if path.suffix in {".gz", ".png", ".npz", ".svs", ".tif", ".pth"}:
             continue
         text = path.read_text(encoding="utf-8", errors="ignore")
         if pattern.search(text):
