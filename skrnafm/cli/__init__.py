@@ -1,12 +1,8 @@
-"""Command-line interface ``skrnafm`` (placeholder until the CLI lands)."""
+"""Command-line interface ``skrnafm``: featurize, fit, predict, evaluate, demo.
 
-import sys
+Run ``skrnafm --help`` or ``python -m skrnafm --help`` for the commands.
+"""
 
-__all__ = ["main"]
+from ._main import build_parser, main
 
-
-def main(argv=None):
-    from .._version import __version__
-
-    print(f"skrnafm {__version__}")
-    return 0
+__all__ = ["build_parser", "main"]

@@ -1,0 +1,253 @@
+"""``skrnafm featurize``: slides -> a folder of tile-embedding files."""
+
+import logging
+import time
+from pathlib import Path
+
+from . import _io
+from ._errors import CLIError
+from ._table import format_table
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Tile each slide's tissue, encode the tiles with a pretrained encoder and
+write one <slide name>.npz per slide (tile embeddings and level-0 tile
+coordinates) plus a features.json manifest into --out. A status table
+lists every slide at the end, failed slides with the reason.
+
+Folders given as SLIDE_OR_DIR are searched (not recursively) for slide
+and image files (.svs .tif .tiff .ndpi .mrxs .scn .bif .jpg .png).
+"""
+
+
+def add_parser(subparsers, formatter_class):
+    parser = subparsers.add_parser(
+        "featurize",
+        help="encode slides into tile embeddings",
+        description=DESCRIPTION,
+        formatter_class=formatter_class,
+    )
+    parser.add_argument("slides", nargs="+", metavar="SLIDE_OR_DIR", help="slide files or folders")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    add_featurizer_options(parser)
+    parser.add_argument(
+        "--n-clusters",
+        type=int,
+        default=None,
+        metavar="K",
+        help="also store K super-tiles (k-means cluster means) per slide in its .npz",
+    )
+    parser.add_argument(
+        "--on-error",
+        choices=("raise", "warn"),
+        default="warn",
+        help="on a slide that cannot be read: stop ('raise') or list it and continue ('warn')",
+    )
+    return parser
+
+
+def add_featurizer_options(parser):
+    """Add the options that set up a ``WSIFeaturizer`` (shared with ``predict``)."""
+    group = parser.add_argument_group("featurizer")
+    group.add_argument(
+        "--encoder",
+        default="efficientnet_lite0",
+        help="tile encoder: 'efficientnet_lite0' or 'timm:<model name>' (needs the timm extra)",
+    )
+    group.add_argument(
+        "--target-mpp", type=float, default=0.5, help="resolution of the tiles, in µm per pixel"
+    )
+    group.add_argument("--tile-size", type=int, default=256, help="tile side, in pixels")
+    group.add_argument("--max-tiles", type=int, default=4000, help="maximum tiles per slide")
+    group.add_argument(
+        "--mpp",
+        type=float,
+        default=None,
+        help="µm per pixel of slides whose files lack it (otherwise those slides fail)",
+    )
+    group.add_argument("--batch-size", type=int, default=64, help="tiles per encoder batch")
+    group.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1, mps")
+    group.add_argument("--n-jobs", type=int, default=1, help="worker processes that read tiles")
+    group.add_argument(
+        "--cache-dir",
+        default=None,
+        metavar="DIR",
+        help="reuse embeddings cached here from earlier runs with the same settings",
+    )
+    group.add_argument("--random-state", type=int, default=0, help="seed of the tile sampling")
+
+
+def make_featurizer(args, *, verbose=0):
+    """Build a ``WSIFeaturizer`` from parsed featurizer options."""
+    from ..features import WSIFeaturizer
+
+    return WSIFeaturizer(
+        encoder=args.encoder,
+        target_mpp=args.target_mpp,
+        tile_size=args.tile_size,
+        max_tiles=args.max_tiles,
+        batch_size=args.batch_size,
+        mpp=args.mpp,
+        device=args.device,
+        n_jobs=args.n_jobs,
+        random_state=args.random_state,
+        on_error="raise",
+        cache_dir=args.cache_dir,
+        verbose=verbose,
+    )
+
+
+def featurizer_settings(args):
+    """Return the featurizer options as a JSON-ready dict."""
+    return {
+        "encoder": args.encoder,
+        "target_mpp": args.target_mpp,
+        "tile_size": args.tile_size,
+        "max_tiles": args.max_tiles,
+        "mpp": args.mpp,
+        "random_state": args.random_state,
+    }
+
+
+def find_slides(inputs):
+    """Expand files and folders into a sorted, duplicate-free list of slide paths."""
+    slides = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            found = sorted(
+                p
+                for p in path.iterdir()
+                if p.is_file()
+                and p.suffix.lower() in _io.SLIDE_EXTENSIONS
+                and p.suffix.lower() != ".npz"
+            )
+            if not found:
+                logger.warning("no slide file found in folder %s", path)
+            slides.extend(found)
+        elif path.is_file():
+            slides.append(path)
+        else:
+            raise CLIError(f"slide {str(item)!r} not found")
+    unique = list(dict.fromkeys(slides))
+    if not unique:
+        raise CLIError(f"no slide file found in {list(map(str, inputs))!r}")
+    return unique
+
+
+def featurize_slides(slides, featurizer, out_dir, *, n_clusters=None, on_error="warn", verbose=0):
+    """Featurize slides one at a time and write their ``.npz`` files.
+
+    Returns
+    -------
+    records : list of dict
+        One status record per slide: slide, name, status ('ok' or
+        'failed'), n_tiles, mpp, seconds, file, reason.
+    """
+    from ..exceptions import SlideError
+    from ..utils import progress
+
+    records = []
+    names_seen = {}
+    for slide in progress(slides, verbose=verbose, desc="featurize", unit="slide"):
+        name = _io.slide_name(slide)
+        record = {"slide": str(slide), "name": name, "status": "failed", "n_tiles": 0,
+                  "mpp": None, "seconds": 0.0, "file": None, "reason": ""}
+        records.append(record)
+        if name in names_seen:
+            record["reason"] = f"same slide name as {names_seen[name]}"
+            if on_error == "raise":
+                raise CLIError(f"slide {str(slide)!r} has the same name as {names_seen[name]!r}")
+            continue
+        names_seen[name] = str(slide)
+
+        start = time.perf_counter()
+        try:
+            embeddings = featurizer.transform([str(slide)])[0]
+        except (SlideError, OSError) as exc:
+            record["seconds"] = time.perf_counter() - start
+            record["reason"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if on_error == "raise":
+                raise
+            logger.warning("slide %s failed: %s", slide, record["reason"])
+            continue
+
+        supertiles = None
+        if n_clusters is not None:
+            supertiles = pool_one(embeddings, n_clusters, featurizer.random_state)
+        path = _io.write_embeddings(out_dir, embeddings, supertiles=supertiles)
+        record.update(
+            status="ok",
+            n_tiles=int(embeddings.features.shape[0]),
+            mpp=float(embeddings.mpp),
+            seconds=time.perf_counter() - start,
+            file=path.name,
+            embedding_dim=int(embeddings.features.shape[1]),
+            encoder=str(embeddings.encoder),
+        )
+    return records
+
+
+def pool_one(embeddings, n_clusters, random_state):
+    """Return one slide's super-tiles as a (n_clusters, D) array."""
+    from ..features import SuperTilePooler
+
+    pooled = SuperTilePooler(n_clusters=n_clusters, random_state=random_state).fit_transform(
+        [embeddings]
+    )
+    return pooled.reshape(n_clusters, -1)
+
+
+def status_table(records):
+    rows = []
+    for r in records:
+        rows.append(
+            [
+                r["name"],
+                r["status"],
+                r["n_tiles"] if r["status"] == "ok" else "",
+                f"{r['mpp']:.3f}" if r["mpp"] else "",
+                f"{r['seconds']:.1f}",
+                r["file"] if r["status"] == "ok" else r["reason"],
+            ]
+        )
+    return format_table(["slide", "status", "tiles", "µm/px", "seconds", "file or reason"], rows)
+
+
+def run(args):
+    from .._version import __version__
+
+    out_dir = _io.check_output_path(args.out, is_dir=True)
+    if args.n_clusters is not None and args.n_clusters < 1:
+        raise CLIError(f"--n-clusters must be at least 1, got {args.n_clusters!r}")
+    slides = find_slides(args.slides)
+    out_dir.mkdir(exist_ok=True)
+
+    featurizer = make_featurizer(args, verbose=max(args.verbosity - 1, 0))
+    records = featurize_slides(
+        slides,
+        featurizer,
+        out_dir,
+        n_clusters=args.n_clusters,
+        on_error=args.on_error,
+        verbose=args.verbosity,
+    )
+
+    ok = [r for r in records if r["status"] == "ok"]
+    manifest = {
+        "skrnafm_version": __version__,
+        "encoder": ok[0]["encoder"] if ok else args.encoder,
+        "embedding_dim": ok[0]["embedding_dim"] if ok else None,
+        "n_clusters": args.n_clusters,
+        "settings": featurizer_settings(args),
+        "slides": records,
+    }
+    _io.write_manifest(out_dir, manifest)
+
+    print(status_table(records))
+    failed = len(records) - len(ok)
+    print(f"{len(ok)} of {len(records)} slides featurized into {out_dir}")
+    if not ok:
+        raise CLIError(f"no slide could be featurized ({failed} failed; see the table above)")
+    return 3 if failed else 0

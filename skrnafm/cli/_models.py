@@ -1,0 +1,177 @@
+"""Model choices of the CLI and the demo, and predictive distributions."""
+
+import logging
+
+import numpy as np
+
+from ._errors import CLIError
+
+logger = logging.getLogger(__name__)
+
+MODEL_CHOICES = ("rnafm", "ridge", "he2rna", "trnasformer", "sequoia")
+TORCH_MODELS = {
+    "rnafm": "RNAFlowRegressor",
+    "he2rna": "HE2RNARegressor",
+    "trnasformer": "TRNAsformerRegressor",
+    "sequoia": "SequoiaRegressor",
+}
+
+
+def parse_pathways(value):
+    """Turn the ``--pathways`` option into the regressor's ``pathways`` value."""
+    if value is None or value.lower() in {"none", "learned"}:
+        return None
+    return value
+
+
+def parse_params(items):
+    """Parse ``NAME=VALUE`` strings; values are read as Python literals when possible."""
+    import ast
+
+    params = {}
+    for item in items or ():
+        name, sep, raw = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise CLIError(f"--param {item!r} must look like NAME=VALUE, for example hidden_dim=128")
+        try:
+            params[name] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            params[name] = raw
+    return params
+
+
+def build_pipeline(
+    model,
+    *,
+    n_clusters,
+    pathways="go_molecular_function",
+    max_epochs=None,
+    batch_size=None,
+    learning_rate=None,
+    alpha=1.0,
+    device="auto",
+    random_state=0,
+    verbose=0,
+    extra_params=None,
+):
+    """Build the pipeline ``SuperTilePooler -> regressor`` for a model name.
+
+    Parameters
+    ----------
+    model : {'rnafm', 'ridge', 'he2rna', 'trnasformer', 'sequoia'}
+        The regressor. 'ridge' standardizes the pooled features first.
+    n_clusters : int
+        Super-tiles per slide.
+    pathways : str or None
+        Gene sets for 'rnafm'; None learns gene groups from the targets.
+    max_epochs, batch_size, learning_rate : int, int, float or None
+        Training settings of the torch models; None keeps their defaults.
+    alpha : float
+        Ridge penalty.
+    device : str
+    random_state : int
+    verbose : int
+    extra_params : dict, default=None
+        More constructor arguments of the regressor.
+
+    Returns
+    -------
+    pipeline : sklearn.pipeline.Pipeline
+    """
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from ..features import SuperTilePooler
+
+    if model not in MODEL_CHOICES:
+        raise CLIError(f"model must be one of {', '.join(MODEL_CHOICES)}; got {model!r}")
+    pooler = SuperTilePooler(n_clusters=n_clusters, random_state=random_state)
+    extra_params = dict(extra_params or {})
+
+    if model == "ridge":
+        regressor = make_pipeline(StandardScaler(), Ridge(alpha=alpha))
+        if extra_params:
+            regressor.set_params(**{f"ridge__{k}": v for k, v in extra_params.items()})
+        return Pipeline([("pool", pooler), ("regressor", regressor)])
+
+    from .. import estimators
+
+    cls = getattr(estimators, TORCH_MODELS[model])
+    params = {
+        "n_tokens": n_clusters,
+        "device": device,
+        "random_state": random_state,
+        "verbose": verbose,
+    }
+    for name, value in (
+        ("max_epochs", max_epochs),
+        ("batch_size", batch_size),
+        ("learning_rate", learning_rate),
+    ):
+        if value is not None:
+            params[name] = value
+    if model == "rnafm":
+        params["pathways"] = pathways
+    params.update(extra_params)
+    unknown = set(params) - set(cls().get_params())
+    if unknown:
+        raise CLIError(
+            f"{cls.__name__} has no parameter {sorted(unknown)!r}; "
+            f"valid: {sorted(cls().get_params())!r}"
+        )
+    return Pipeline([("pool", pooler), ("regressor", cls(**params))])
+
+
+def predict_distribution(pipeline, X, *, n_samples=32, level=0.9, random_state=0):
+    """Predict the mean and, when the model can sample, the predictive spread.
+
+    Parameters
+    ----------
+    pipeline : sklearn.pipeline.Pipeline
+        A fitted ``SuperTilePooler -> regressor`` pipeline.
+    X : list of TileEmbeddings
+    n_samples : int
+        Posterior draws per slide for models with ``sample_predict``.
+    level : float
+        Central interval probability, for example 0.9 for the 5%-95% interval.
+    random_state : int
+
+    Returns
+    -------
+    result : dict
+        ``mean``, ``std``, ``lower``, ``upper``: float arrays of shape
+        (n_slides, n_genes), NaN for ``std`` and the bounds when the model
+        cannot sample; ``draws``: array of shape (n_samples, n_slides,
+        n_genes) or None.
+    """
+    features = pipeline[:-1].transform(X)
+    regressor = pipeline[-1]
+
+    if not hasattr(regressor, "sample_predict"):
+        mean = np.asarray(regressor.predict(features), dtype=np.float32)
+        if mean.ndim == 1:
+            mean = mean[:, None]
+        nan = np.full_like(mean, np.nan)
+        return {"mean": mean, "std": nan, "lower": nan, "upper": nan.copy(), "draws": None}
+
+    draws = sample_draws(regressor, features, n_samples=n_samples, random_state=random_state)
+    alpha = (1.0 - level) / 2.0
+    return {
+        "mean": draws.mean(axis=0),
+        "std": draws.std(axis=0, ddof=1) if n_samples > 1 else np.zeros(draws.shape[1:]),
+        "lower": np.quantile(draws, alpha, axis=0),
+        "upper": np.quantile(draws, 1.0 - alpha, axis=0),
+        "draws": draws,
+    }
+
+
+def sample_draws(regressor, features, *, n_samples, random_state):
+    """Return ``sample_predict`` draws as float32 (n_samples, n_slides, n_genes)."""
+    draws = np.asarray(
+        regressor.sample_predict(features, n_samples=n_samples, random_state=random_state),
+        dtype=np.float32,
+    )
+    if draws.ndim == 2:
+        draws = draws[:, :, None]
+    return draws
