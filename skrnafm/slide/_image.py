@@ -1,0 +1,272 @@
+"""Plain (non-pyramidal) images: JPEG, PNG and single-image TIFF."""
+
+import logging
+import threading
+
+import numpy as np
+import tifffile
+from PIL import Image, UnidentifiedImageError
+
+from ..exceptions import SlideError, UnsupportedSlideError
+from ._base import WHITE, BaseSlide, _as_size_pair, _validate_location, flatten_rgba, paste_into_background
+
+logger = logging.getLogger(__name__)
+
+# Largest plain image decoded into memory: 2**30 px is 3 GiB as RGB. Pillow's
+# own limit (about 89 M px) is a guard against decompression bombs from
+# untrusted files; a slide photographed at 0.7 µm/px (9,300 x 9,900 px for the
+# HER2ST sections) already exceeds it. Larger images should be converted to
+# a pyramidal TIFF, which OpenSlide reads tile by tile.
+MAX_DECODED_PIXELS = 2**30
+
+# Pillow's limit is a module global, so lifting it is serialised.
+_PIL_LIMIT_LOCK = threading.Lock()
+
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def is_tiff(path):
+    """Whether the file starts with a TIFF or BigTIFF header."""
+    with open(path, "rb") as handle:
+        return handle.read(4) in _TIFF_MAGIC
+
+
+def _too_large_error(path, width, height):
+    return UnsupportedSlideError(
+        f"Image {path!r} is {width} x {height} px, more than the {MAX_DECODED_PIXELS:,} px "
+        "that skrnafm decodes into memory for a non-pyramidal image. Convert it to a "
+        "tiled pyramidal TIFF (for example with libvips: vips tiffsave in.jpg out.tif "
+        "--tile --pyramid --compression jpeg), which is read tile by tile."
+    )
+
+
+def _to_rgb_uint8(array, path):
+    """Return an (height, width, 3) uint8 view or copy of a decoded image array."""
+    if array.dtype != np.uint8:
+        if array.dtype == np.uint16:
+            array = (array >> 8).astype(np.uint8)
+        else:
+            raise UnsupportedSlideError(
+                f"Image {path!r} has {array.dtype} pixels; skrnafm reads 8-bit and 16-bit "
+                "images. Convert it to 8-bit RGB."
+            )
+    if array.ndim == 2:
+        return np.repeat(array[..., None], 3, axis=2)
+    if array.ndim == 3 and array.shape[2] == 1:
+        return np.repeat(array, 3, axis=2)
+    if array.ndim == 3 and array.shape[2] in (3, 4):
+        return array
+    raise UnsupportedSlideError(
+        f"Image {path!r} has array shape {array.shape}; expected (height, width), "
+        "(height, width, 3) or (height, width, 4)."
+    )
+
+
+class ImageSlide(BaseSlide):
+    """A plain image (JPEG, PNG, single-image TIFF) behind the slide contract.
+
+    The image has a single level. Use :func:`open_slide` rather than this
+    class directly: it picks the reader for the file.
+
+    A JPEG or PNG cannot be read in parts, so the image is decoded once, on
+    the first pixel access, and kept: it costs ``3 * width * height`` bytes
+    (about 280 MB for a 9,300 x 9,900 px section) until :meth:`close`. An
+    uncompressed TIFF is memory-mapped instead, so only the pages the tiles
+    touch are loaded; a compressed TIFF is decoded once like a JPEG.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Image file.
+    mpp : float, default=None
+        Micrometres per pixel, overriding any resolution tags. Plain images
+        rarely record a usable resolution, so this is usually needed.
+    """
+
+    _backend_name = "image"
+
+    def __init__(self, path, *, mpp=None):
+        super().__init__(path, mpp=mpp)
+        self._pixels = None
+        self._pixels_lock = threading.Lock()
+        self._properties = {}
+        if is_tiff(self.path):
+            self._open_tiff()
+        else:
+            self._open_pillow()
+        width, height = self._size
+        if width * height > MAX_DECODED_PIXELS and not self._memmappable:
+            raise _too_large_error(self.path, width, height)
+
+    # --- opening --------------------------------------------------------
+    def _open_tiff(self):
+        self._format = "TIFF"
+        try:
+            with tifffile.TiffFile(self.path) as tiff:
+                series = tiff.series[0]
+                page = series.pages[0] if series.pages else tiff.pages[0]
+                axes = series.axes
+                shape = series.shape
+                self._read_tiff_tags(page)
+        except (tifffile.TiffFileError, OSError, ValueError, IndexError) as exc:
+            raise UnsupportedSlideError(
+                f"Could not read the TIFF structure of {self.path!r}: {exc}. The file is "
+                "truncated or corrupt; copy it again from its source."
+            ) from exc
+
+        if axes.startswith("S") and len(shape) == 3 and shape[0] in (1, 3, 4):
+            self._planar = True
+            height, width = shape[1], shape[2]
+        elif axes[:2] == "YX":
+            self._planar = False
+            height, width = shape[0], shape[1]
+        else:
+            raise UnsupportedSlideError(
+                f"TIFF {self.path!r} has axes {axes!r} and shape {shape}; skrnafm reads a "
+                "single 2-D RGB or grayscale image. Save one plane as RGB, or a pyramid "
+                "that OpenSlide reads."
+            )
+        self._size = (int(width), int(height))
+
+        # Uncompressed contiguous TIFFs can be memory-mapped; others are decoded.
+        try:
+            self._memmap = tifffile.memmap(self.path, series=0, mode="r")
+            self._memmappable = True
+        except (ValueError, OSError):
+            self._memmap = None
+            self._memmappable = False
+
+    def _read_tiff_tags(self, page):
+        tags = page.tags
+        unit_names = {1: "none", 2: "inch", 3: "centimeter"}
+        for name in ("XResolution", "YResolution"):
+            tag = tags.get(name)
+            if tag is None:
+                continue
+            numerator, denominator = tag.value
+            if denominator:
+                self._properties[f"tiff.{name}"] = repr(numerator / denominator)
+        unit = tags.get("ResolutionUnit")
+        if unit is not None:
+            self._properties["tiff.ResolutionUnit"] = unit_names.get(int(unit.value), "none")
+        description = tags.get("ImageDescription")
+        if description is not None:
+            self._properties["tiff.ImageDescription"] = str(description.value)
+
+    def _open_pillow(self):
+        self._memmap = None
+        self._memmappable = False
+        self._planar = False
+        try:
+            with _PIL_LIMIT_LOCK:
+                limit = Image.MAX_IMAGE_PIXELS
+                Image.MAX_IMAGE_PIXELS = None
+                try:
+                    with Image.open(self.path) as image:
+                        self._size = image.size
+                        self._format = image.format
+                        dpi = image.info.get("dpi")
+                finally:
+                    Image.MAX_IMAGE_PIXELS = limit
+        except UnidentifiedImageError as exc:
+            raise UnsupportedSlideError(
+                f"{self.path!r} is neither a slide OpenSlide "
+                "recognises nor an image Pillow can read. Pass a slide (SVS, NDPI, MRXS, "
+                "SCN, pyramidal TIFF, ...) or an image (JPEG, PNG, TIFF)."
+            ) from exc
+        except OSError as exc:
+            raise UnsupportedSlideError(
+                f"Could not read the image header of {self.path!r}: {exc}. The file is "
+                "truncated or corrupt; copy it again from its source."
+            ) from exc
+        if dpi:
+            self._properties["image.XResolution"] = repr(float(dpi[0]))
+            self._properties["image.YResolution"] = repr(float(dpi[-1]))
+            self._properties["image.ResolutionUnit"] = "inch"
+
+    # --- decoding -------------------------------------------------------
+    def _decode(self):
+        if self._format == "TIFF":
+            with tifffile.TiffFile(self.path) as tiff:
+                array = tiff.series[0].asarray()
+            if self._planar:
+                array = np.moveaxis(array, 0, -1)
+            return array
+
+        with _PIL_LIMIT_LOCK:
+            limit = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+            try:
+                with Image.open(self.path) as image:
+                    image.load()
+                    if image.mode in ("RGB", "RGBA", "L"):
+                        return np.asarray(image)
+                    if "A" in image.getbands() or image.mode == "P":
+                        return np.asarray(image.convert("RGBA"))
+                    return np.asarray(image.convert("RGB"))
+            finally:
+                Image.MAX_IMAGE_PIXELS = limit
+
+    def _get_pixels(self):
+        """Return the decoded image, (height, width, 3 or 4), decoding it once."""
+        self._check_open()
+        if self._memmap is not None:
+            array = self._memmap
+            if self._planar:
+                array = np.moveaxis(array, 0, -1)
+            return _to_rgb_uint8(array, self.path)
+
+        if self._pixels is None:
+            with self._pixels_lock:
+                if self._pixels is None:
+                    logger.debug("Decoding %s (%d x %d px) into memory", self.path, *self._size)
+                    try:
+                        array = self._decode()
+                    except (OSError, SyntaxError, ValueError, tifffile.TiffFileError) as exc:
+                        raise SlideError(
+                            f"Failed to decode image {self.path!r}: {exc}. The file is "
+                            "truncated or corrupt; copy it again from its source."
+                        ) from exc
+                    self._pixels = _to_rgb_uint8(array, self.path)
+        return self._pixels
+
+    # --- contract -------------------------------------------------------
+    @property
+    def level_dimensions(self):
+        return (self._size,)
+
+    @property
+    def level_downsamples(self):
+        return (1.0,)
+
+    @property
+    def properties(self):
+        return dict(self._properties)
+
+    @property
+    def image_format(self):
+        """File format as Pillow names it (``"JPEG"``, ``"PNG"``, ``"TIFF"``, ...)."""
+        return self._format
+
+    def read_region(self, location, level, size):
+        self._check_open()
+        x, y = _validate_location(location)
+        level = self._check_level(level)
+        width, height = _as_size_pair(size, "size")
+        pixels = self._get_pixels()
+        image_width, image_height = self._size
+
+        left, top = max(x, 0), max(y, 0)
+        right, bottom = min(x + width, image_width), min(y + height, image_height)
+        if right <= left or bottom <= top:
+            return paste_into_background((height, width, 3), WHITE, np.empty((0, 0, 3), np.uint8), (0, 0))
+
+        region = flatten_rgba(pixels[top:bottom, left:right]) if pixels.shape[2] == 4 else pixels[top:bottom, left:right]
+        if (left, top, right, bottom) == (x, y, x + width, y + height):
+            return np.array(region, dtype=np.uint8, order="C")
+        return paste_into_background((height, width, 3), WHITE, region, (left - x, top - y))
+
+    def close(self):
+        self._pixels = None
+        self._memmap = None
+        super().close()
