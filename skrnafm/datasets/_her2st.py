@@ -347,6 +347,9 @@ def make_her2st_pseudobulk(
         keep = totals >= min_counts
         if not keep.all():
             logger.info("%s: %d spots below %s counts left out", section, int((~keep).sum()), min_counts)
+        if not keep.any():
+            logger.warning("%s: no spot has %s counts or more; section skipped", section, min_counts)
+            continue
         spots = part.spots.loc[keep]
         counts = part.counts.loc[keep, panel].to_numpy(dtype=np.int64)
 

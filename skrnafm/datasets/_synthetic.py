@@ -1,6 +1,5 @@
 """A genome-wide semi-synthetic cohort whose true predictive distribution is known."""
 
-import json
 import logging
 import numbers
 
@@ -10,14 +9,9 @@ from scipy import sparse
 from scipy.special import expit, ndtr
 from sklearn.utils import Bunch, check_random_state
 
-from ._base import _missing_files_error, get_data_home
 from ._tcga import load_tcga_gene_stats
 
 logger = logging.getLogger(__name__)
-
-GO_MF_FILE = "go_molecular_function_gene_indices.json"
-# Keys of the GO mapping that list genes in no term; they form the background.
-BACKGROUND_KEYS = ("UNMAPPED", "UNCLASSIFIED")
 
 # Share of a slide's latent factor variance that differs between slides of
 # one patient (the rest is shared by the patient).
@@ -150,39 +144,28 @@ def _normal_cdf(values, mean, std):
     return np.where(point_mass, (values >= mean).astype(np.float64), ndtr(np.where(point_mass, 0.0, scaled)))
 
 
-def _load_go_membership(data_home, n_genes):
-    """Return the gene x set membership matrix of the GO mapping (CSR, 0/1)."""
-    folder = get_data_home(data_home) / "pathways"
-    path = folder / GO_MF_FILE
-    if not path.is_file():
-        raise _missing_files_error(
-            "GO molecular-function gene sets",
-            folder,
-            [GO_MF_FILE],
-            data_home,
-            "The synthetic cohort draws its gene correlation from these sets.",
-        )
-    with open(path, encoding="utf-8") as handle:
-        mapping = json.load(handle)
+def _gene_set_membership(gene_sets, gene_names):
+    """Return the gene x set membership matrix (CSR, 0/1) over ``gene_names``."""
+    from skrnafm.pathways import load_gene_sets
 
-    set_names = sorted(name for name in mapping if name not in BACKGROUND_KEYS)
+    sets = load_gene_sets(gene_sets, gene_names)
+    position = {name: i for i, name in enumerate(gene_names)}
     rows, cols = [], []
-    for j, name in enumerate(set_names):
-        indices = np.asarray(mapping[name], dtype=np.int64)
-        if indices.size and (indices.min() < 0 or indices.max() >= n_genes):
-            raise ValueError(
-                f"{path}: set {name!r} holds gene indices outside 0..{n_genes - 1}; "
-                "the mapping must index the TCGA gene list."
-            )
-        rows.append(indices)
-        cols.append(np.full(indices.size, j, dtype=np.int64))
-    rows = np.concatenate(rows)
-    cols = np.concatenate(cols)
+    for j, members in enumerate(sets.values()):
+        indices = [position[g] for g in members if g in position]
+        rows.extend(indices)
+        cols.extend([j] * len(indices))
+    if not rows:
+        raise ValueError(
+            f"gene_sets={gene_sets!r} shares no gene with the TCGA gene list; "
+            "give gene sets over TCGA gene symbols."
+        )
     membership = sparse.csr_matrix(
-        (np.ones(rows.size), (rows, cols)), shape=(n_genes, len(set_names))
+        (np.ones(len(rows)), (rows, cols)), shape=(len(gene_names), len(sets))
     )
+    # A gene listed twice in one set still counts once.
     membership.data[:] = 1.0
-    return membership, set_names
+    return membership
 
 
 def _check_int(name, value, low, high=None):
@@ -209,6 +192,7 @@ def make_synthetic_cohort(
     n_clusters=8,
     embedding_dim=32,
     n_factors=6,
+    gene_sets="go_molecular_function",
     bimodal_fraction=0.05,
     heteroscedasticity=0.5,
     feature_noise=1.0,
@@ -218,8 +202,8 @@ def make_synthetic_cohort(
     """Generate a semi-synthetic slide cohort with known true expression distributions.
 
     Genes keep the real per-gene mean and standard deviation of a TCGA or
-    CPTAC cohort, and genes that share GO molecular-function sets are
-    correlated. Each slide has ``n_factors`` latent tissue factors; slides
+    CPTAC cohort, and genes that share gene sets (by default the bundled GO
+    molecular-function sets) are correlated. Each slide has ``n_factors`` latent tissue factors; slides
     of one patient share most of them. The super-tile features are a
     linear image of the factors plus noise orthogonal to it, so the
     features determine the factors exactly and the returned truth is the
@@ -258,6 +242,10 @@ def make_synthetic_cohort(
     n_factors : int, default=6
         Latent tissue factors per slide. Must be below ``n_clusters *
         embedding_dim``.
+    gene_sets : str, path-like or mapping, default="go_molecular_function"
+        Gene sets that drive the gene correlation, in any form
+        :func:`skrnafm.pathways.load_gene_sets` reads. The default is the
+        bundled GO molecular-function collection.
     bimodal_fraction : float, default=0.05
         Fraction of genes shifted by the hidden subtype.
     heteroscedasticity : float, default=0.5
@@ -267,12 +255,10 @@ def make_synthetic_cohort(
     feature_noise : float, default=1.0
         Standard deviation of the nuisance noise added to the features.
     data_home : str or path-like, default=None
-        Data folder holding ``tcga/`` and ``pathways/``; see
+        Data folder holding ``tcga/``; see
         :func:`get_data_home`.
     random_state : int, RandomState instance or None, default=None
-        Seed. The same seed and arguments give the same cohort, and for a
-        fixed seed the genes of a smaller ``n_genes`` keep their
-        parameters.
+        Seed. The same seed and arguments give the same cohort.
 
     Returns
     -------
@@ -296,7 +282,7 @@ def make_synthetic_cohort(
     ValueError
         If an argument is out of range.
     FileNotFoundError
-        If the TCGA statistics or the GO mapping are not under ``data_home``.
+        If the TCGA statistics are not under ``data_home``.
 
     Examples
     --------
@@ -330,7 +316,7 @@ def make_synthetic_cohort(
     n_all = stats.gene_names.shape[0]
     if n_genes is not None:
         n_genes = _check_int("n_genes", n_genes, 1, n_all)
-    membership, _ = _load_go_membership(data_home, n_all)
+    membership = _gene_set_membership(gene_sets, list(stats.gene_names))
     rng = check_random_state(random_state)
 
     # Gene-level parameters are drawn for the whole gene list first, so a

@@ -138,7 +138,8 @@ def read_reference_csv(path, *, slide_dir=None):
         The message names the file and the columns.
     """
     path = Path(path)
-    table = pd.read_csv(path, dtype={"wsi_file_name": str, "patient_id": str, "tcga_project": str})
+    # Ids stay text, so patient ids such as "007" keep their leading zeros.
+    table = pd.read_csv(path, dtype={"wsi_file_name": str, "patient_id": str})
 
     for column in ("wsi_file_name", "patient_id"):
         if column not in table.columns:
@@ -157,7 +158,12 @@ def read_reference_csv(path, *, slide_dir=None):
             f"'{GENE_PREFIX}<GENE>', found {list(table.columns)[:5]!r}."
         )
 
-    Y = table[gene_columns].apply(pd.to_numeric, errors="coerce")
+    Y = table[gene_columns]
+    text_columns = [c for c, dtype in zip(gene_columns, Y.dtypes) if dtype.kind not in "iufb"]
+    if text_columns:
+        # Only columns pandas could not parse as numbers need the slow path.
+        Y = Y.copy()
+        Y[text_columns] = Y[text_columns].apply(pd.to_numeric, errors="coerce")
     bad = Y.isna().any()
     if bad.any():
         bad_columns = bad.index[bad.to_numpy()].tolist()
