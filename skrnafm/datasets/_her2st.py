@@ -167,7 +167,7 @@ def fetch_her2st(*, data_home=None, download_if_missing=True, sections=None):
     Returns
     -------
     data : :class:`~sklearn.utils.Bunch`
-        ``sections``: dict from section name to a Bunch with ``name``,
+        ``sections`` is a dict from section name to a Bunch. Its keys are ``name``,
         ``patient`` ("B" for B4, "C" for C2-C5), ``image_path`` (str),
         ``counts`` (int32 DataFrame of shape (n_spots, n_genes) indexed by
         spot id ``<x>x<y>``, columns are gene symbols), ``spots``
@@ -199,8 +199,8 @@ def fetch_her2st(*, data_home=None, download_if_missing=True, sections=None):
     missing = [name for s in sections for name in _section_files(s) if not (folder / name).is_file()]
     if missing:
         if download_if_missing:
-            # NOTE: the public copy is a password-protected archive with
-            # another layout, so it is not fetched here.
+            # NOTE: no download is attempted, because the file layout of the
+            # public release was not checked against the one read here.
             reason = (
                 f"Automatic download is not implemented; get the files from "
                 f"{HER2ST_HOME} and place them as <section>.jpg, "
@@ -243,7 +243,8 @@ def make_her2st_pseudobulk(
 
     * Low-count spots: spots with fewer than ``min_counts`` total counts
       (over all genes of their section) are left out before blocks are
-      formed; they are mostly spots at the tissue edge.
+      formed. A section left without spots is skipped with a warning in
+      the log.
     * Partial blocks: blocks at the tissue edge hold fewer spots. A block
       is kept when at least ``min_spots`` of its spots remain, so every
       sample averages over a comparable area.
@@ -328,7 +329,7 @@ def make_her2st_pseudobulk(
         sections = _check_sections(sections)
         absent = [s for s in sections if s not in data.sections]
         if absent:
-            raise ValueError(f"sections {absent!r} are not in data; it holds {list(data.sections)!r}.")
+            raise ValueError(f"sections {absent!r} are not in data, which contains {list(data.sections)!r}.")
 
     panel = None
     for section in sections:

@@ -97,7 +97,7 @@ def load_tcga_gene_stats(cohort="BRCA", *, data_home=None):
         values = np.load(path, allow_pickle=False).astype(np.float32, copy=False)
         if values.shape != gene_names.shape:
             raise ValueError(
-                f"{path} holds {values.shape[0]} values but gene_list.csv lists "
+                f"{path} contains {values.shape[0]} values but gene_list.csv lists "
                 f"{gene_names.shape[0]} genes; the two files must come from the same gene list."
             )
         stats[name] = values
@@ -119,7 +119,7 @@ def read_reference_csv(path, *, slide_dir=None):
         CSV file.
     slide_dir : str or path-like, default=None
         Folder the slide file names are relative to. When given, ``slides``
-        holds ``slide_dir / wsi_file_name``; otherwise the names as written.
+        contains ``slide_dir / wsi_file_name``; otherwise the names as written.
 
     Returns
     -------
