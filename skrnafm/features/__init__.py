@@ -14,6 +14,7 @@ from ._encoders import (
     TimmEncoder,
     get_encoder,
 )
+from ._featurizer import WSIFeaturizer
 from ._pooler import SuperTilePooler, super_tile_feature_names
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "get_encoder",
     "TileEmbeddings",
     "failed_slides",
+    "WSIFeaturizer",
     "SuperTilePooler",
     "super_tile_feature_names",
 ]
