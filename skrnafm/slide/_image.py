@@ -187,12 +187,20 @@ class ImageSlide(BaseSlide):
     # --- decoding -------------------------------------------------------
     def _decode(self):
         if self._format == "TIFF":
-            with tifffile.TiffFile(self.path) as tiff:
-                array = tiff.series[0].asarray()
+            try:
+                with tifffile.TiffFile(self.path) as tiff:
+                    array = tiff.series[0].asarray()
+            except (KeyError, ValueError) as exc:
+                # tifffile needs the optional imagecodecs package for JPEG and
+                # most other codecs; Pillow decodes them through libtiff.
+                logger.debug("tifffile could not decode %s (%s); trying Pillow", self.path, exc)
+                return self._decode_pillow()
             if self._planar:
                 array = np.moveaxis(array, 0, -1)
             return array
+        return self._decode_pillow()
 
+    def _decode_pillow(self):
         with _PIL_LIMIT_LOCK:
             limit = Image.MAX_IMAGE_PIXELS
             Image.MAX_IMAGE_PIXELS = None
@@ -225,7 +233,9 @@ class ImageSlide(BaseSlide):
                     except (OSError, SyntaxError, ValueError, tifffile.TiffFileError) as exc:
                         raise SlideError(
                             f"Failed to decode image {self.path!r}: {exc}. The file is "
-                            "truncated or corrupt; copy it again from its source."
+                            "truncated or corrupt, or uses a compression neither Pillow "
+                            "nor tifffile decodes; copy it again from its source, or "
+                            "convert it to an uncompressed or JPEG TIFF."
                         ) from exc
                     self._pixels = _to_rgb_uint8(array, self.path)
         return self._pixels

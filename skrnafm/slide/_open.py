@@ -103,6 +103,16 @@ def _open_path(path, *, mpp, backend):
                 f"Slide {path!r} cannot be opened: {truncation}. Copy it again from its "
                 "source and compare its size or checksum."
             )
+        if extension in _SLIDE_EXTENSIONS:
+            # A vendor slide that OpenSlide rejects has lost a directory or a
+            # vendor marker; reading its first page as a plain TIFF would give
+            # a wrong image (an SVS without its pyramid, or a partial one).
+            raise UnsupportedSlideError(
+                f"{path!r} is a TIFF with a slide extension ({extension}) that OpenSlide "
+                f"{openslide.__library_version__} does not recognise: the file is "
+                "truncated or corrupt. Copy it again from its source and compare its size "
+                "or checksum."
+            )
     elif extension in _SLIDE_EXTENSIONS:
         raise UnsupportedSlideError(
             f"{path!r} has a slide extension ({extension}) but is not a slide OpenSlide "
