@@ -299,7 +299,14 @@ class TimmEncoder(TileEncoder):
             self.weights_path = f"timm:{model_name}"
 
         config = timm.data.resolve_model_data_config(self.model)
-        self.input_size = int(input_size if input_size is not None else config["input_size"][-1])
+        if input_size is None:
+            input_size = config["input_size"][-1]
+            # A ViT built with another img_size keeps the pretrained config's
+            # size in its data config, but only accepts its own size.
+            fixed_size = getattr(getattr(self.model, "patch_embed", None), "img_size", None)
+            if fixed_size is not None and not getattr(self.model, "dynamic_img_size", False):
+                input_size = fixed_size[-1]
+        self.input_size = int(input_size)
         self.mean = tuple(mean if mean is not None else config["mean"])
         self.std = tuple(std if std is not None else config["std"])
         self.output_dim = int(getattr(self.model, "head_hidden_size", self.model.num_features))
