@@ -16,7 +16,7 @@ Examples
 """
 
 from ._base import BaseSlide
-from ._image import ImageSlide
+from ._image import ImageSlide, clear_decoded_cache
 from ._open import SlideNotFoundError, open_slide
 from ._openslide import OpenSlideSlide
 from ._qc import render_tiling_qc, save_tiling_qc
@@ -34,6 +34,7 @@ __all__ = [
     "SlideRegion",
     "TileGrid",
     "choose_read_geometry",
+    "clear_decoded_cache",
     "detect_tissue",
     "iter_tile_batches",
     "open_slide",

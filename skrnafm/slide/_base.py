@@ -4,11 +4,13 @@ import abc
 import logging
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from ..exceptions import SlideError, SlideReadWarning
 from ._resolution import objective_power_from_properties, resolve_mpp
 
 logger = logging.getLogger(__name__)
@@ -250,9 +252,21 @@ class BaseSlide(abc.ABC):
 
         The picture is built in chunks read from the best pyramid level, so
         memory stays bounded by the output and one chunk, whatever the size of
-        the level. Returns an ndarray of shape (height, width, 3), dtype uint8.
+        the level. The last picture is kept, because tiling and its QC
+        picture ask for the same size. Returns an ndarray of shape
+        (height, width, 3), dtype uint8.
         """
-        out_width, out_height = _as_size_pair(out_size, "out_size")
+        self._check_open()
+        out_size = _as_size_pair(out_size, "out_size")
+        cached = getattr(self, "_last_picture", None)
+        if cached is not None and cached[0] == out_size:
+            return cached[1].copy()
+        picture = self._read_bounds_resized(out_size)
+        self._last_picture = (out_size, picture)
+        return picture.copy()
+
+    def _read_bounds_resized(self, out_size):
+        out_width, out_height = out_size
         x0, y0, width, height = self.bounds
         scale_x = width / out_width
         scale_y = height / out_height
@@ -260,6 +274,8 @@ class BaseSlide(abc.ABC):
         downsample = self.level_downsamples[level]
 
         thumbnail = np.empty((out_height, out_width, 3), dtype=np.uint8)
+        n_read = n_failed = 0
+        first_error = None
         for out_top in range(0, out_height, _THUMBNAIL_CHUNK):
             out_bottom = min(out_top + _THUMBNAIL_CHUNK, out_height)
             for out_left in range(0, out_width, _THUMBNAIL_CHUNK):
@@ -273,18 +289,41 @@ class BaseSlide(abc.ABC):
                 read_width = max(1, math.ceil((right - left) / downsample))
                 read_height = max(1, math.ceil((bottom - top) / downsample))
 
-                chunk = self.read_region(
-                    (math.floor(left), math.floor(top)), level, (read_width, read_height)
-                )
+                try:
+                    chunk = self.read_region(
+                        (math.floor(left), math.floor(top)), level, (read_width, read_height)
+                    )
+                except SlideError as exc:
+                    # One corrupt block should cost a blank patch, not the slide.
+                    n_failed += 1
+                    first_error = first_error or exc
+                    thumbnail[out_top:out_bottom, out_left:out_right] = self.background_color
+                    continue
                 resized = Image.fromarray(chunk).resize(
                     (out_right - out_left, out_bottom - out_top), Image.Resampling.BOX
                 )
                 thumbnail[out_top:out_bottom, out_left:out_right] = np.asarray(resized)
+                n_read += 1
+
+        if n_failed and not n_read:
+            raise SlideError(
+                f"Could not read any part of slide {self.path!r} at level {level}; first "
+                f"error: {first_error}"
+            ) from first_error
+        if n_failed:
+            warnings.warn(
+                f"{n_failed} of {n_failed + n_read} parts of the low-resolution picture of "
+                f"slide {self.path!r} could not be read and are left blank; first error: "
+                f"{first_error}",
+                SlideReadWarning,
+                stacklevel=2,
+            )
         return thumbnail
 
     # --- life cycle ---------------------------------------------------
     def close(self):
         """Release the file handle or decoded pixels. Closing twice is harmless."""
+        self._last_picture = None
         self._closed = True
 
     @property

@@ -1,7 +1,9 @@
 """Plain (non-pyramidal) images: JPEG, PNG and single-image TIFF."""
 
 import logging
+import os
 import threading
+from collections import OrderedDict
 
 import numpy as np
 import tifffile
@@ -21,6 +23,41 @@ MAX_DECODED_PIXELS = 2**30
 
 # Pillow's limit is a module global, so lifting it is serialised.
 _PIL_LIMIT_LOCK = threading.Lock()
+
+# Number of decoded images kept after their slides close. Regions of one
+# image (pseudo-bulk blocks of a spatial transcriptomics section, for
+# example) are opened one after another, and each open would otherwise
+# decode the whole JPEG again.
+DECODED_CACHE_SIZE = 1
+_decoded_cache = OrderedDict()
+_decoded_cache_lock = threading.Lock()
+
+
+def _cache_key(path):
+    status = os.stat(path)
+    return (os.path.realpath(path), status.st_mtime_ns, status.st_size)
+
+
+def _cache_get(key):
+    with _decoded_cache_lock:
+        pixels = _decoded_cache.get(key)
+        if pixels is not None:
+            _decoded_cache.move_to_end(key)
+        return pixels
+
+
+def _cache_put(key, pixels):
+    with _decoded_cache_lock:
+        _decoded_cache[key] = pixels
+        _decoded_cache.move_to_end(key)
+        while len(_decoded_cache) > DECODED_CACHE_SIZE:
+            _decoded_cache.popitem(last=False)
+
+
+def clear_decoded_cache():
+    """Drop the decoded plain images that :class:`ImageSlide` keeps between opens."""
+    with _decoded_cache_lock:
+        _decoded_cache.clear()
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
@@ -70,9 +107,12 @@ class ImageSlide(BaseSlide):
 
     A JPEG or PNG cannot be read in parts, so the image is decoded once, on
     the first pixel access, and kept: it costs ``3 * width * height`` bytes
-    (about 280 MB for a 9,300 x 9,900 px section) until :meth:`close`. An
-    uncompressed TIFF is memory-mapped instead, so only the pages the tiles
-    touch are loaded; a compressed TIFF is decoded once like a JPEG.
+    (about 280 MB for a 9,300 x 9,900 px section). The most recently decoded
+    image also stays in a process-wide cache of ``DECODED_CACHE_SIZE``
+    images after :meth:`close`, so that opening several regions of one image
+    decodes it once; :func:`clear_decoded_cache` frees it. An uncompressed
+    TIFF is memory-mapped instead, so only the pages the tiles touch are
+    loaded; a compressed TIFF is decoded once like a JPEG.
 
     Parameters
     ----------
@@ -129,10 +169,19 @@ class ImageSlide(BaseSlide):
         self._size = (int(width), int(height))
 
         # Uncompressed contiguous TIFFs can be memory-mapped; others are decoded.
+        # Uncompressed contiguous 8-bit RGB(A) can be memory-mapped; anything
+        # else (compressed, grayscale, 16-bit) is decoded and converted once.
         try:
-            self._memmap = tifffile.memmap(self.path, series=0, mode="r")
-            self._memmappable = True
+            memmap = tifffile.memmap(self.path, series=0, mode="r")
         except (ValueError, OSError):
+            memmap = None
+        channels = None
+        if memmap is not None and memmap.ndim == 3:
+            channels = memmap.shape[0] if self._planar else memmap.shape[2]
+        if memmap is not None and memmap.dtype == np.uint8 and channels in (3, 4):
+            self._memmap = memmap
+            self._memmappable = True
+        else:
             self._memmap = None
             self._memmappable = False
 
@@ -219,13 +268,15 @@ class ImageSlide(BaseSlide):
         """Return the decoded image, (height, width, 3 or 4), decoding it once."""
         self._check_open()
         if self._memmap is not None:
-            array = self._memmap
             if self._planar:
-                array = np.moveaxis(array, 0, -1)
-            return _to_rgb_uint8(array, self.path)
+                return np.moveaxis(self._memmap, 0, -1)
+            return self._memmap
 
         if self._pixels is None:
             with self._pixels_lock:
+                if self._pixels is None:
+                    key = _cache_key(self.path)
+                    self._pixels = _cache_get(key)
                 if self._pixels is None:
                     logger.debug("Decoding %s (%d x %d px) into memory", self.path, *self._size)
                     try:
@@ -237,7 +288,11 @@ class ImageSlide(BaseSlide):
                             "nor tifffile decodes; copy it again from its source, or "
                             "convert it to an uncompressed or JPEG TIFF."
                         ) from exc
-                    self._pixels = _to_rgb_uint8(array, self.path)
+                    pixels = _to_rgb_uint8(array, self.path)
+                    # Shared through the cache, so nobody may write to it.
+                    pixels.flags.writeable = False
+                    _cache_put(key, pixels)
+                    self._pixels = pixels
         return self._pixels
 
     # --- contract -------------------------------------------------------
@@ -275,6 +330,21 @@ class ImageSlide(BaseSlide):
         if (left, top, right, bottom) == (x, y, x + width, y + height):
             return np.array(region, dtype=np.uint8, order="C")
         return paste_into_background((height, width, 3), WHITE, region, (left - x, top - y))
+
+    def _read_bounds_resized(self, out_size):
+        # The pixels are in memory, so a strided view first drops most of
+        # them without a copy; the box filter then averages what is left.
+        # Strides stay at or below half the scale, so each output pixel
+        # still averages at least 2 x 2 samples.
+        out_width, out_height = _as_size_pair(out_size, "out_size")
+        width, height = self._size
+        pixels = self._get_pixels()
+        step = max(1, int(min(width / out_width, height / out_height) // 2))
+        sampled = np.ascontiguousarray(pixels[::step, ::step])
+        if sampled.shape[2] == 4:
+            sampled = flatten_rgba(sampled)
+        image = Image.fromarray(sampled).resize((out_width, out_height), Image.Resampling.BOX)
+        return np.asarray(image)
 
     def close(self):
         self._pixels = None

@@ -192,7 +192,8 @@ def tile_slide(
     tile_size : int, default=256
         Side of a returned tile in pixels.
     min_tissue_fraction : float, default=0.2
-        Smallest fraction of a tile that must be tissue, in [0, 1].
+        Smallest fraction of a tile that must be tissue, in [0, 1]. With 0,
+        every tile that touches tissue is kept.
     max_tiles : int or None, default=4000
         Largest number of tiles kept; None keeps all.
     random_state : int, RandomState instance or None, default=0
@@ -298,7 +299,8 @@ def tile_slide(
             f"No tissue tile found in slide {slide.path!r}: {100 * mask.mean():.2f}% of the "
             f"mask is tissue, and no {tile_size} px tile at {target_mpp:g} µm/px has at least "
             f"{min_tissue_fraction:g} tissue and contrast {min_contrast:g}. Check the slide "
-            "with save_tiling_qc, or lower min_tissue_fraction or min_contrast."
+            "with save_tiling_qc, lower min_tissue_fraction or min_contrast, or use a smaller "
+            "tile_size for a small biopsy."
         )
 
     kept = candidates

@@ -10,8 +10,9 @@ logger = logging.getLogger(__name__)
 # Otsu thresholds are clamped into these ranges so that a slide without
 # background (Otsu then splits pale from dark tissue) or without tissue (Otsu
 # then splits the noise of the glass) still gets a sensible cut. Values are on
-# the 0-255 scale; H&E tissue has saturation above about 40 and glass below 15.
-_SATURATION_THRESHOLD_RANGE = (12.0, 40.0)
+# the 0-255 scale. H&E tissue has saturation above about 40 and clean glass
+# below 15.
+_SATURATION_THRESHOLD_RANGE = (15.0, 40.0)
 _BACKGROUND_THRESHOLD_RANGE = (200.0, 235.0)
 
 
@@ -60,7 +61,7 @@ def detect_tissue(thumbnail, *, min_intensity=25, closing_radius=2):
     A pixel is tissue when all of these hold:
 
     * its HSV saturation is above the Otsu threshold of the saturation
-      histogram (clamped to 12-40 on a 0-255 scale, so that glass noise
+      histogram (clamped to 15-40 on a 0-255 scale, so that glass noise
       never counts as tissue and pale tissue is not cut away when the slide
       has little background);
     * at least one RGB channel is below that channel's Otsu threshold
