@@ -134,8 +134,6 @@ def featurize_regions(regions, *, cache_dir, settings, verbose):
 
 def model_specs(settings):
     """The models compared, as name -> unfitted pipeline."""
-    from sklearn.base import clone  # noqa: F401 - pipelines are cloned per fold
-
     common = {"n_clusters": settings["n_clusters"], "device": settings["device"],
               "random_state": settings["random_state"]}
     return {
@@ -161,12 +159,14 @@ def _ridge_pipeline(settings):
 
     # The penalty is chosen by efficient leave-one-out CV inside each
     # training fold, over a wide grid because features outnumber samples.
-    regressor = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(0, 6, 13)))
+    regressor = make_pipeline(
+        StandardScaler(), RidgeCV(alphas=np.logspace(0, 6, 13), store_cv_results=True)
+    )
     pooler = SuperTilePooler(n_clusters=settings["n_clusters"], random_state=settings["random_state"])
     return Pipeline([("pool", pooler), ("regressor", regressor)])
 
 
-def cross_validate_models(models, embeddings, Y, groups, *, settings, verbose):
+def cross_validate_models(models, embeddings, Y, genes, groups, *, settings, verbose):
     """Leave-one-section-out predictions of every model.
 
     Returns
@@ -174,10 +174,13 @@ def cross_validate_models(models, embeddings, Y, groups, *, settings, verbose):
     results : dict
         model name -> dict with ``mean``, ``std``, ``lower``, ``upper`` of
         shape (n_samples, n_genes), ``draws`` (n_draws, n_samples, n_genes)
-        or None, and ``seconds``.
+        or None, ``ranking`` (n_genes,), the training-only gene scores
+        averaged over folds, or None, and ``seconds``.
     """
     from sklearn.base import clone
     from sklearn.model_selection import LeaveOneGroupOut
+
+    from ._report import training_gene_scores
 
     splits = list(LeaveOneGroupOut().split(Y, Y, groups))
     results = {}
@@ -185,24 +188,30 @@ def cross_validate_models(models, embeddings, Y, groups, *, settings, verbose):
         start = time.perf_counter()
         out = {key: np.full(Y.shape, np.nan, dtype=np.float32) for key in ("mean", "std", "lower", "upper")}
         draws = None
+        rankings = []
         for fold, (train, test) in enumerate(splits):
             logger.info("%s: fold %d of %d (test section %s)", name, fold + 1, len(splits), groups[test[0]])
             model = clone(pipeline)
             with warnings.catch_warnings():
                 # Unmatched gene symbols are counted once in the report.
                 warnings.filterwarnings("ignore", message=".*not in any gene set.*")
-                model.fit([embeddings[i] for i in train], Y[train])
+                _models.fit_pipeline(model, [embeddings[i] for i in train], Y[train], genes)
             result = _models.predict_distribution(
                 model, [embeddings[i] for i in test], n_samples=settings["n_samples"],
                 level=settings["interval"], random_state=settings["random_state"],
             )
             for key in ("mean", "std", "lower", "upper"):
                 out[key][test] = result[key]
+            scores = training_gene_scores(model, Y[train])
+            if scores is not None:
+                rankings.append(scores)
             if result["draws"] is not None:
                 if draws is None:
                     draws = np.full((result["draws"].shape[0], *Y.shape), np.nan, dtype=np.float32)
                 draws[:, test] = result["draws"]
         out["draws"] = draws
+        # Honest top-k: genes ranked by scores from the training folds only.
+        out["ranking"] = np.nanmean(np.vstack(rankings), axis=0) if len(rankings) == len(splits) else None
         out["seconds"] = time.perf_counter() - start
         logger.info("%s: cross-validation took %.0f s", name, out["seconds"])
         results[name] = out
@@ -261,7 +270,7 @@ def run(args):
           f"{int(np.median(n_tiles))} per region) in {featurize_seconds:.0f} s")
 
     models = model_specs(settings)
-    results = cross_validate_models(models, embeddings, Y, groups, settings=settings,
+    results = cross_validate_models(models, embeddings, Y, genes, groups, settings=settings,
                                     verbose=args.verbosity)
 
     report = _report.write_demo_report(

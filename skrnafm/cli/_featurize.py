@@ -1,6 +1,7 @@
 """``skrnafm featurize``: slides -> a folder of tile-embedding files."""
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -137,20 +138,26 @@ def find_slides(inputs):
 
 
 def featurize_slides(slides, featurizer, out_dir, *, n_clusters=None, on_error="warn", verbose=0):
-    """Featurize slides one at a time and write their ``.npz`` files.
+    """Featurize slides and write one ``.npz`` per slide.
+
+    Slides go to the featurizer in chunks, so ``n_jobs`` workers run in
+    parallel while at most one chunk of embeddings is held in memory.
 
     Returns
     -------
     records : list of dict
         One status record per slide: slide, name, status ('ok' or
-        'failed'), n_tiles, mpp, seconds, file, reason.
+        'failed'), n_tiles, mpp, seconds (of its chunk, per slide), file,
+        reason.
     """
-    from ..exceptions import SlideError
     from ..utils import progress
 
-    records = []
-    names_seen = {}
-    for slide in progress(slides, verbose=verbose, desc="featurize", unit="slide"):
+    featurizer.set_params(on_error="raise" if on_error == "raise" else "skip")
+    n_jobs = featurizer.n_jobs if featurizer.n_jobs and featurizer.n_jobs > 0 else os.cpu_count()
+    chunk_size = max(4 * n_jobs, 8)
+
+    records, todo, names_seen = [], [], {}
+    for slide in slides:
         name = _io.slide_name(slide)
         record = {"slide": str(slide), "name": name, "status": "failed", "n_tiles": 0,
                   "mpp": None, "seconds": 0.0, "file": None, "reason": ""}
@@ -161,31 +168,34 @@ def featurize_slides(slides, featurizer, out_dir, *, n_clusters=None, on_error="
                 raise CLIError(f"slide {str(slide)!r} has the same name as {names_seen[name]!r}")
             continue
         names_seen[name] = str(slide)
+        todo.append(record)
 
+    bar = progress(total=len(todo), verbose=verbose, desc="featurize", unit="slide")
+    for first in range(0, len(todo), chunk_size):
+        chunk = todo[first:first + chunk_size]
         start = time.perf_counter()
-        try:
-            embeddings = featurizer.transform([str(slide)])[0]
-        except (SlideError, OSError) as exc:
-            record["seconds"] = time.perf_counter() - start
-            record["reason"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            if on_error == "raise":
-                raise
-            logger.warning("slide %s failed: %s", slide, record["reason"])
-            continue
-
-        supertiles = None
-        if n_clusters is not None:
-            supertiles = pool_one(embeddings, n_clusters, featurizer.random_state)
-        path = _io.write_embeddings(out_dir, embeddings, supertiles=supertiles)
-        record.update(
-            status="ok",
-            n_tiles=int(embeddings.features.shape[0]),
-            mpp=float(embeddings.mpp),
-            seconds=time.perf_counter() - start,
-            file=path.name,
-            embedding_dim=int(embeddings.features.shape[1]),
-            encoder=str(embeddings.encoder),
-        )
+        results = featurizer.transform([r["slide"] for r in chunk])
+        seconds = (time.perf_counter() - start) / len(chunk)
+        for record, embeddings in zip(chunk, results):
+            record["seconds"] = seconds
+            if embeddings.failed:
+                # The featurizer has logged the failure; the status table lists it.
+                record["reason"] = str(embeddings.error).splitlines()[0]
+                continue
+            supertiles = None
+            if n_clusters is not None:
+                supertiles = pool_one(embeddings, n_clusters, featurizer.random_state)
+            path = _io.write_embeddings(out_dir, embeddings, supertiles=supertiles)
+            record.update(
+                status="ok",
+                n_tiles=embeddings.n_tiles,
+                mpp=embeddings.mpp,
+                file=path.name,
+                embedding_dim=embeddings.embedding_dim,
+                encoder=str(embeddings.encoder),
+            )
+        bar.update(len(chunk))
+    bar.close()
     return records
 
 
@@ -199,6 +209,10 @@ def pool_one(embeddings, n_clusters, random_state):
     return pooled.reshape(n_clusters, -1)
 
 
+def _shorten(text, width):
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def status_table(records):
     rows = []
     for r in records:
@@ -209,10 +223,10 @@ def status_table(records):
                 r["n_tiles"] if r["status"] == "ok" else "",
                 f"{r['mpp']:.3f}" if r["mpp"] else "",
                 f"{r['seconds']:.1f}",
-                r["file"] if r["status"] == "ok" else r["reason"],
+                r["file"] if r["status"] == "ok" else _shorten(r["reason"], 100),
             ]
         )
-    return format_table(["slide", "status", "tiles", "µm/px", "seconds", "file or reason"], rows)
+    return format_table(["slide", "status", "tiles", "µm/px", "s/slide", "file or reason"], rows)
 
 
 def run(args):
@@ -247,7 +261,12 @@ def run(args):
 
     print(status_table(records))
     failed = len(records) - len(ok)
-    print(f"{len(ok)} of {len(records)} slides featurized into {out_dir}")
+    summary = f"{len(ok)} of {len(records)} slides featurized into {out_dir}"
+    if failed:
+        summary += f"; full reasons in {out_dir / _io.MANIFEST_NAME}"
+    print(summary)
+    if any("MissingResolutionError" in r["reason"] for r in records):
+        print("slides without resolution metadata need --mpp (µm per pixel of their level 0)")
     if not ok:
         raise CLIError(f"no slide could be featurized ({failed} failed; see the table above)")
     return 3 if failed else 0

@@ -145,15 +145,16 @@ def select_genes(table, genes, *, max_genes=None, genes_file=None):
     return selected
 
 
-def cross_validate(pipeline, embeddings, Y, groups, *, n_splits, n_samples=16, level=0.9,
+def cross_validate(pipeline, embeddings, Y, genes, groups, *, n_splits, n_samples=16, level=0.9,
                    random_state=0, verbose=0):
     """Grouped K-fold out-of-fold predictions of a pipeline.
 
     Returns
     -------
     result : dict
-        ``mean``, ``std``, ``lower``, ``upper`` of shape (n_slides, n_genes)
-        and ``fold`` (n_slides,), the test fold of each slide.
+        ``mean``, ``std``, ``lower``, ``upper`` of shape (n_slides, n_genes),
+        ``fold`` (n_slides,), the test fold of each slide, and ``ranking``
+        (n_genes,), training-only gene scores averaged over folds, or None.
     """
     from sklearn.base import clone
     from sklearn.model_selection import GroupKFold
@@ -167,10 +168,13 @@ def cross_validate(pipeline, embeddings, Y, groups, *, n_splits, n_samples=16, l
         )
     out = {key: np.full(Y.shape, np.nan, dtype=np.float32) for key in ("mean", "std", "lower", "upper")}
     out["fold"] = np.full(len(Y), -1, dtype=np.int64)
+    from ._report import training_gene_scores
+
+    rankings = []
     splits = list(GroupKFold(n_splits=n_splits).split(Y, Y, groups))
     for fold, (train, test) in enumerate(progress(splits, verbose=verbose, desc="cv", unit="fold")):
         model = clone(pipeline)
-        model.fit([embeddings[i] for i in train], Y[train])
+        _models.fit_pipeline(model, [embeddings[i] for i in train], Y[train], genes, groups[train])
         result = _models.predict_distribution(
             model, [embeddings[i] for i in test], n_samples=n_samples, level=level,
             random_state=random_state,
@@ -178,6 +182,10 @@ def cross_validate(pipeline, embeddings, Y, groups, *, n_splits, n_samples=16, l
         for key in ("mean", "std", "lower", "upper"):
             out[key][test] = result[key]
         out["fold"][test] = fold
+        scores = training_gene_scores(model, Y[train])
+        if scores is not None:
+            rankings.append(scores)
+    out["ranking"] = np.nanmean(np.vstack(rankings), axis=0) if len(rankings) == len(splits) else None
     return out
 
 
@@ -216,10 +224,12 @@ def run(args):
     if args.cv is not None:
         start = time.perf_counter()
         cv = cross_validate(
-            pipeline, embeddings, Y, groups, n_splits=args.cv,
+            pipeline, embeddings, Y, genes, groups, n_splits=args.cv,
             random_state=args.random_state, verbose=args.verbosity,
         )
-        gene_table, summary = metrics_report(Y, cv["mean"], genes, lower=cv["lower"], upper=cv["upper"])
+        gene_table, summary = metrics_report(
+            Y, cv["mean"], genes, lower=cv["lower"], upper=cv["upper"], ranking_scores=cv["ranking"]
+        )
         stem = str(out)
         gene_table.to_csv(f"{stem}.cv_genes.csv", index=False)
         summary.to_csv(f"{stem}.cv_summary.csv", index=False)
@@ -229,7 +239,7 @@ def run(args):
         print(f"per-gene metrics: {stem}.cv_genes.csv; summary: {stem}.cv_summary.csv")
 
     start = time.perf_counter()
-    pipeline.fit(embeddings, Y)
+    _models.fit_pipeline(pipeline, embeddings, Y, genes, groups)
     bundle = {
         "pipeline": pipeline,
         "model": args.model,

@@ -95,8 +95,9 @@ def write_embeddings(out_dir, embeddings, *, supertiles=None):
         "coords": np.asarray(embeddings.coords, dtype=np.int64),
         "slide": np.array(str(embeddings.slide)),
         "encoder": np.array(str(embeddings.encoder)),
-        "mpp": np.array(float(embeddings.mpp)),
-        "tile_size": np.array(int(embeddings.tile_size)),
+        "mpp": np.array(np.nan if embeddings.mpp is None else float(embeddings.mpp)),
+        "tile_size": np.array(int(embeddings.tile_size or 0)),
+        "target_mpp": np.array(np.nan if embeddings.target_mpp is None else float(embeddings.target_mpp)),
     }
     if supertiles is not None:
         arrays["supertiles"] = np.asarray(supertiles, dtype=np.float32)
@@ -123,7 +124,8 @@ def read_embeddings(path):
                 slide=str(data["slide"]) if "slide" in data.files else str(path),
                 encoder=str(data["encoder"]),
                 mpp=float(data["mpp"]) if "mpp" in data.files else float("nan"),
-                tile_size=int(data["tile_size"]) if "tile_size" in data.files else 0,
+                tile_size=int(data["tile_size"]) if "tile_size" in data.files else None,
+                target_mpp=float(data["target_mpp"]) if "target_mpp" in data.files else None,
             )
     except (OSError, ValueError) as exc:
         raise CLIError(f"cannot read feature file {str(path)!r}: {exc}") from exc

@@ -156,14 +156,41 @@ def predict_distribution(pipeline, X, *, n_samples=32, level=0.9, random_state=0
         return {"mean": mean, "std": nan, "lower": nan, "upper": nan.copy(), "draws": None}
 
     draws = sample_draws(regressor, features, n_samples=n_samples, random_state=random_state)
-    alpha = (1.0 - level) / 2.0
-    return {
-        "mean": draws.mean(axis=0),
-        "std": draws.std(axis=0, ddof=1) if n_samples > 1 else np.zeros(draws.shape[1:]),
-        "lower": np.quantile(draws, alpha, axis=0),
-        "upper": np.quantile(draws, 1.0 - alpha, axis=0),
-        "draws": draws,
-    }
+    mean = draws.mean(axis=0)
+    std = draws.std(axis=0, ddof=1) if n_samples > 1 else np.zeros_like(mean)
+    lower, upper = normal_interval(mean, std, level)
+    return {"mean": mean, "std": std, "lower": lower, "upper": upper, "draws": draws}
+
+
+def normal_interval(mean, std, level):
+    """Return ``mean -+ q * std`` with q the standard normal quantile of ``level``.
+
+    This is how :meth:`RNAFlowRegressor.predict_interval` forms intervals from
+    its calibrated draws; empirical quantiles of a few dozen draws would be
+    noisier in the tails.
+    """
+    from scipy.stats import norm
+
+    q = float(norm.ppf(0.5 + level / 2.0))
+    return mean - q * std, mean + q * std
+
+
+def fit_pipeline(pipeline, X, Y, genes, groups=None):
+    """Fit a pipeline with targets as a DataFrame, so gene sets match by name.
+
+    ``groups`` reaches the regressor's ``fit`` when it takes them, where the
+    torch regressors carve their validation split by group.
+    """
+    import inspect
+
+    import pandas as pd
+
+    targets = pd.DataFrame(np.asarray(Y), columns=list(genes))
+    params = {}
+    regressor = pipeline[-1]
+    if groups is not None and "groups" in inspect.signature(regressor.fit).parameters:
+        params[f"{pipeline.steps[-1][0]}__groups"] = np.asarray(groups)
+    return pipeline.fit(X, targets, **params)
 
 
 def sample_draws(regressor, features, *, n_samples, random_state):

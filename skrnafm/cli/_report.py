@@ -10,73 +10,101 @@ TOP_K = (20, 50, 100, 200, 500, 1000)
 NOMINAL_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 
-def metrics_report(Y_true, Y_pred, genes, *, lower=None, upper=None):
-    """Per-gene metrics and their summary.
+def metrics_report(
+    Y_true, Y_pred, genes, *, std=None, lower=None, upper=None, level=0.9, ranking_scores=None
+):
+    """Per-gene metrics and their top-k summary.
 
     Parameters
     ----------
     Y_true, Y_pred : ndarray of shape (n_slides, n_genes)
     genes : list of str
+    std : ndarray of shape (n_slides, n_genes), default=None
+        Predictive standard deviation; all-NaN counts as absent.
     lower, upper : ndarray of shape (n_slides, n_genes), default=None
-        Interval bounds; all-NaN bounds count as absent.
+        Interval bounds. When given, their coverage is reported instead of
+        that of ``Y_pred -+ q * std``.
+    level : float, default=0.9
+        Nominal level of the interval, for the column name and for the
+        interval built from ``std``.
+    ranking_scores : ndarray of shape (n_genes,), default=None
+        Training-only gene scores for the honest top-k ranking.
 
     Returns
     -------
     gene_table : pandas.DataFrame
-        One row per gene (see :func:`skrnafm.metrics.gene_metrics_table`),
-        plus ``coverage`` when intervals are given.
+        One row per gene: ``gene`` and the columns of
+        :func:`skrnafm.metrics.gene_metrics_table`.
     summary : pandas.DataFrame
-        Columns ``metric`` and ``value``: mean r over all genes, over the
-        top-k genes ranked by their r on these slides, and the mean
-        interval coverage.
+        ``genes`` ("all", "top20", ...) and the columns of
+        :func:`skrnafm.metrics.top_k_summary`, plus ``coverage`` (mean over
+        genes) when ``std`` is given.
     """
-    import pandas as pd
-
     from ..metrics import gene_metrics_table, top_k_summary
 
-    gene_table = gene_metrics_table(Y_true, Y_pred, gene_names=list(genes))
-    summary = top_k_summary(gene_table, k=[k for k in TOP_K if k <= len(genes)] or [len(genes)])
-    summary = _summary_frame(summary)
+    from ..metrics import interval_coverage
 
-    if lower is not None and upper is not None and not np.all(np.isnan(lower)):
-        inside = (Y_true >= lower) & (Y_true <= upper)
-        coverage = inside.mean(axis=0)
-        gene_table = gene_table.copy()
+    def absent(array):
+        return array is None or np.all(np.isnan(array))
+
+    has_bounds = not absent(lower) and not absent(upper)
+    if absent(std) or has_bounds:
+        std = None
+    gene_table = gene_metrics_table(
+        Y_true, Y_pred, gene_names=list(genes), Y_std=std, interval_level=level
+    )
+    if has_bounds:
+        coverage, width = interval_coverage(Y_true, lower, upper, multioutput="raw_values")
         gene_table["coverage"] = coverage
-        extra = pd.DataFrame({"metric": ["interval coverage"], "value": [float(coverage.mean())]})
-        summary = pd.concat([summary, extra], ignore_index=True)
-    return gene_table, summary
-
-
-def _summary_frame(summary):
-    """Bring a top-k summary into two columns: metric, value."""
-    import pandas as pd
-
-    if isinstance(summary, pd.DataFrame):
-        if {"metric", "value"} <= set(summary.columns):
-            return summary[["metric", "value"]].reset_index(drop=True)
-        if len(summary) == 1:
-            row = summary.iloc[0]
-            return pd.DataFrame({"metric": [str(k) for k in row.index], "value": row.to_numpy()})
-        return summary.reset_index()
-    if isinstance(summary, pd.Series):
-        return pd.DataFrame({"metric": [str(k) for k in summary.index], "value": summary.to_numpy()})
-    items = dict(summary)
-    return pd.DataFrame({"metric": [str(k) for k in items], "value": list(items.values())})
+        gene_table["interval_width"] = width
+    summary = top_k_summary(gene_table, ranking_scores=ranking_scores)
+    if "coverage" in gene_table.columns:
+        summary["coverage"] = float(gene_table["coverage"].mean())
+    summary = summary.rename_axis("genes").reset_index()
+    return gene_table.reset_index(), summary
 
 
 def print_summary(summary):
-    """Print a summary frame as a two-column table."""
+    """Print a summary frame as an aligned table."""
     from ._table import format_table
 
     rows = []
-    for metric, value in zip(summary["metric"], summary["value"]):
-        rows.append([metric, f"{value:.3f}" if isinstance(value, (float, np.floating)) else value])
-    print(format_table(["metric", "value"], rows))
+    for record in summary.itertuples(index=False):
+        rows.append([f"{v:.3f}" if isinstance(v, (float, np.floating)) else v for v in record])
+    print(format_table(list(summary.columns), rows))
+
+
+def training_gene_scores(pipeline, Y_train):
+    """Return per-gene scores a fitted pipeline computed on training data only.
+
+    The torch regressors store ``gene_validation_score_`` (Pearson r on their
+    validation split). For ``RidgeCV`` with ``store_cv_results=True`` the
+    score is the leave-one-out R^2 at the chosen penalty, computed with the
+    variance of ``Y_train`` (the targets the pipeline was fitted on). Other
+    models give None.
+    """
+    regressor = pipeline[-1]
+    scores = getattr(regressor, "gene_validation_score_", None)
+    if scores is not None:
+        return np.asarray(scores, dtype=float)
+
+    final = regressor[-1] if hasattr(regressor, "steps") else regressor
+    cv_results = getattr(final, "cv_results_", None)
+    if cv_results is None or getattr(final, "scoring", None) is not None:
+        return None
+    alphas = np.atleast_1d(final.alphas)
+    best = int(np.flatnonzero(np.isclose(alphas, final.alpha_))[0])
+    # cv_results_ holds squared leave-one-out errors: (n_samples, n_genes, n_alphas)
+    # on the targets as given to fit.
+    errors = np.asarray(cv_results)[..., best]
+    if errors.ndim == 1:
+        errors = errors[:, None]
+    target_var = np.asarray(Y_train, dtype=float).var(axis=0)
+    return 1.0 - errors.mean(axis=0) / np.maximum(target_var, 1e-12)
 
 
 def coverage_curve(Y_true, draws, levels=NOMINAL_LEVELS):
-    """Observed coverage of central intervals from posterior draws.
+    """Observed coverage of central intervals ``mean -+ q * std`` of posterior draws.
 
     Parameters
     ----------
@@ -90,20 +118,15 @@ def coverage_curve(Y_true, draws, levels=NOMINAL_LEVELS):
     observed : ndarray of shape (len(levels),)
         Fraction of (slide, gene) values inside each interval.
     """
+    from ._models import normal_interval
+
+    mean = draws.mean(axis=0)
+    std = draws.std(axis=0, ddof=1)
     observed = []
     for level in levels:
-        alpha = (1.0 - level) / 2.0
-        low = np.quantile(draws, alpha, axis=0)
-        high = np.quantile(draws, 1.0 - alpha, axis=0)
+        low, high = normal_interval(mean, std, level)
         observed.append(float(((Y_true >= low) & (Y_true <= high)).mean()))
     return np.asarray(observed)
-
-
-def pearson_columns(Y_true, Y_pred):
-    """Pearson r of each column; constant columns give 0."""
-    from ..metrics import pearson_per_gene
-
-    return np.asarray(pearson_per_gene(Y_true, Y_pred), dtype=float)
 
 
 # ---------------------------------------------------------------- demo report
@@ -121,19 +144,25 @@ def write_demo_report(out_dir, *, results, Y, genes, bulk, her2st, settings):
     import pandas as pd
 
     files = []
-    per_gene = []
+    per_gene, summaries = [], []
     r_by_model = {}
     for name, result in results.items():
-        table, _ = metrics_report(Y, result["mean"], genes, lower=result["lower"], upper=result["upper"])
+        table, summary = metrics_report(
+            Y, result["mean"], genes, lower=result["lower"], upper=result["upper"],
+            level=settings["interval"], ranking_scores=result.get("ranking"),
+        )
         table.insert(0, "model", name)
+        summary.insert(0, "model", name)
+        summary["cv_seconds"] = round(float(result["seconds"]), 1)
         per_gene.append(table)
-        r_by_model[name] = pearson_columns(Y, result["mean"])
+        summaries.append(summary)
+        r_by_model[name] = table["pearson_r"].to_numpy(dtype=float)
     pd.concat(per_gene, ignore_index=True).to_csv(out_dir / "metrics.csv", index=False)
     files.append("metrics.csv")
-
-    header, rows, summary = _summary_rows(results, Y, r_by_model, genes)
+    summary = pd.concat(summaries, ignore_index=True)
     summary.to_csv(out_dir / "summary.csv", index=False)
     files.append("summary.csv")
+    header, rows = summary_rows(summary, len(genes))
 
     _write_oof_predictions(out_dir / "predictions.csv", results, Y, genes, bulk)
     files.append("predictions.csv")
@@ -144,7 +173,7 @@ def write_demo_report(out_dir, *, results, Y, genes, bulk, her2st, settings):
     # The figures show RNA-FM, the model with predictive intervals.
     best_model = "RNA-FM" if "RNA-FM" in results else next(iter(results))
     best = results[best_model]
-    order = np.argsort(-np.nan_to_num(r_by_model[best_model], nan=-1.0))
+    order = np.argsort(-np.nan_to_num(r_by_model[best_model], nan=-1.0), kind="stable")
 
     plot_pred_vs_measured(out_dir / "pred_vs_measured.png", Y, best, genes, order[:6],
                           groups=np.asarray(bulk.groups), model=best_model,
@@ -166,47 +195,32 @@ def write_demo_report(out_dir, *, results, Y, genes, bulk, her2st, settings):
     return {"header": header, "rows": rows, "files": files}
 
 
-def _summary_rows(results, Y, r_by_model, genes):
-    """Build the printed table: one row per model.
+def summary_rows(summary, n_genes):
+    """Turn the per-model summary frame into the rows of the printed table.
 
-    Two rankings of genes are reported. "top k expressed" takes the k genes
-    with the highest mean expression, a choice that uses no prediction and
-    so is honest. "top k by r" takes the k genes with the highest held-out
-    r of the model itself, as papers in the field report it; it is
-    optimistic, because the same samples choose and score the genes.
+    "test-ranked" means the top-k genes by their own held-out r, as the
+    field reports it (optimistic); "honest" ranks genes by a score the model
+    computed on its training folds only.
     """
-    import pandas as pd
-
-    ks = [k for k in (20, 100) if k < len(genes)]
-    by_expression = np.argsort(-Y.mean(axis=0), kind="stable")
-    header = ["model", f"mean r ({len(genes)} genes)"]
-    header += [f"top{k} expressed r" for k in ks] + [f"top{k} by r" for k in ks]
+    ks = [k for k in (20, 100) if k < n_genes]
+    header = ["model", f"mean r ({n_genes} genes)"]
+    header += [f"top{k} r test-ranked" for k in ks] + [f"top{k} r honest" for k in ks]
     header += ["90% coverage", "CV seconds"]
 
-    rows, records = [], []
-    for name, r in r_by_model.items():
-        result = results[name]
-        r_clean = np.nan_to_num(r, nan=0.0)
-        by_r = np.sort(r_clean)[::-1]
-        record = {"model": name, "n_genes": len(genes), "mean_r": float(r_clean.mean())}
-        for k in ks:
-            record[f"top{k}_expressed_r"] = float(r_clean[by_expression[:k]].mean())
-        for k in ks:
-            record[f"top{k}_by_r"] = float(by_r[:k].mean())
-        if np.all(np.isnan(result["lower"])):
-            record["coverage"] = float("nan")
-        else:
-            inside = (Y >= result["lower"]) & (Y <= result["upper"])
-            record["coverage"] = float(inside.mean())
-        record["cv_seconds"] = float(result["seconds"])
-        records.append(record)
+    def cell(value):
+        return "-" if value is None or not np.isfinite(value) else f"{value:.3f}"
 
-        r_columns = ["mean_r"] + [f"top{k}_expressed_r" for k in ks] + [f"top{k}_by_r" for k in ks]
-        cells = [name] + [f"{record[c]:.3f}" for c in r_columns]
-        cells.append("-" if np.isnan(record["coverage"]) else f"{record['coverage']:.2f}")
-        cells.append(f"{record['cv_seconds']:.0f}")
-        rows.append(cells)
-    return header, rows, pd.DataFrame.from_records(records)
+    rows = []
+    for model, part in summary.groupby("model", sort=False):
+        part = part.set_index("genes")
+        row = [model, cell(part.loc["all", "mean_r_test_ranked"])]
+        row += [cell(part.loc[f"top{k}", "mean_r_test_ranked"]) for k in ks]
+        honest = "mean_r_honest" in part.columns
+        row += [cell(part.loc[f"top{k}", "mean_r_honest"]) if honest else "-" for k in ks]
+        coverage = part["coverage"].iloc[0] if "coverage" in part.columns else None
+        row += [cell(coverage), f"{part['cv_seconds'].iloc[0]:.0f}"]
+        rows.append(row)
+    return header, rows
 
 
 def _write_oof_predictions(path, results, Y, genes, bulk):
