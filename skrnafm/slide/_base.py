@@ -218,15 +218,18 @@ class BaseSlide(abc.ABC):
         """Read a square of ``read_size`` px at ``level`` and resize it to ``tile_size``.
 
         Returns an ndarray of shape (tile_size, tile_size, 3), dtype uint8.
-        Resizing uses Pillow's antialiased bilinear filter.
+        A whole-number shrink factor (512 px to 256 px) averages blocks of
+        pixels, as pyramid levels are made; any other factor uses Pillow's
+        antialiased bilinear filter.
         """
-        region = self.read_region(location, level, (read_size, read_size))
-        if read_size == tile_size:
-            return region
-        image = Image.fromarray(region).resize(
-            (tile_size, tile_size), Image.Resampling.BILINEAR
-        )
-        return np.asarray(image)
+        image = self._read_region_image(location, level, (read_size, read_size))
+        if read_size != tile_size:
+            image = resize_tile(image, tile_size)
+        return np.array(image)
+
+    def _read_region_image(self, location, level, size):
+        """Return :meth:`read_region` as an RGB PIL image; readers may skip the array copy."""
+        return Image.fromarray(self.read_region(location, level, size))
 
     def get_thumbnail(self, max_size):
         """Return a downscaled RGB picture of the slide's :attr:`bounds`.
@@ -347,6 +350,14 @@ class BaseSlide(abc.ABC):
         return _reopen, (self._source, self._mpp_override, self._backend_name)
 
     _backend_name = "auto"
+
+
+def resize_tile(image, tile_size):
+    """Resize a square RGB PIL image to ``tile_size`` px."""
+    factor, remainder = divmod(image.width, tile_size)
+    if remainder == 0 and factor > 1:
+        return image.reduce(factor)
+    return image.resize((tile_size, tile_size), Image.Resampling.BILINEAR)
 
 
 def paste_into_background(shape, background, region, offset):

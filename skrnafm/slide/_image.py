@@ -107,7 +107,8 @@ class ImageSlide(BaseSlide):
 
     A JPEG or PNG cannot be read in parts, so the image is decoded once, on
     the first pixel access, and kept: it costs ``3 * width * height`` bytes
-    (about 280 MB for a 9,300 x 9,900 px section). The most recently decoded
+    (about 280 MB for a 9,300 x 9,900 px section), and Pillow's decode
+    briefly needs about as much again. The most recently decoded
     image also stays in a process-wide cache of ``DECODED_CACHE_SIZE``
     images after :meth:`close`, so that opening several regions of one image
     decodes it once; :func:`clear_decoded_cache` frees it. An uncompressed
