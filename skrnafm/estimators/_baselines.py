@@ -228,11 +228,11 @@ class HE2RNARegressor(_MSERegressor):
 class TRNAsformerRegressor(_MSERegressor):
     """tRNAsformer: a pre-norm transformer encoder over the super-tile tokens.
 
-    The K super-tile tokens, projected to ``hidden_dim`` and given a learned
-    embedding per cluster index, pass ``depth`` pre-norm encoder layers
-    (multi-head self-attention and a GELU feed-forward layer with residual
-    connections); the mean over tokens goes through a LayerNorm and a
-    linear layer to the genes. Trained with a mean-squared error on
+    The K super-tile tokens are projected to ``hidden_dim`` and given a
+    learned embedding per cluster index. They pass ``depth`` pre-norm
+    encoder layers, each with multi-head self-attention and a GELU
+    feed-forward layer behind residual connections. The mean over tokens
+    goes through a LayerNorm and a linear layer to the genes. Trained with a mean-squared error on
     per-gene standardized targets; predictions are on the original scale.
 
     Parameters

@@ -118,11 +118,11 @@ class _MeanPoolHead(nn.Sequential):
 class TRNAsformerNet(nn.Module):
     """Pre-norm transformer encoder over super-tile tokens.
 
-    Tokens are projected to ``hidden_dim`` (skipped when it equals D), get a
-    learned embedding per cluster index, pass ``depth`` pre-norm encoder
-    layers (multi-head self-attention and a GELU feed-forward layer, each
-    with a residual connection), and are mean-pooled; a LayerNorm and a
-    linear layer give the genes.
+    Tokens are projected to ``hidden_dim`` (skipped when it equals D) and
+    get a learned embedding per cluster index. They pass ``depth`` pre-norm
+    encoder layers, each with multi-head self-attention and a GELU
+    feed-forward layer behind residual connections. The mean over tokens
+    goes through a LayerNorm and a linear layer to the genes.
 
     Parameters
     ----------
