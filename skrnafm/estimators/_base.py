@@ -453,9 +453,10 @@ class BaseTorchRegressor(RegressorMixin, BaseEstimator):
         """Return X with a 3-D array flattened to (n, K * D), recording K."""
         if reset:
             self._tokens_from_3d = None
-        if getattr(X, "ndim", None) == 3 or (
-            not hasattr(X, "ndim") and not hasattr(X, "columns") and np.ndim(X) == 3
-        ):
+        shape = getattr(X, "shape", None)
+        if isinstance(X, (list, tuple)):
+            shape = np.shape(X)
+        if shape is not None and len(shape) == 3 and not hasattr(X, "columns"):
             array = np.asarray(X)
             if reset:
                 self._tokens_from_3d = array.shape[1]
@@ -796,13 +797,13 @@ class BaseTorchRegressor(RegressorMixin, BaseEstimator):
         if network is not None:
             parameter = next(network.parameters(), None)
             device = parameter.device if parameter is not None else torch.device("cpu")
-            state["_network_device"] = str(device)
+            state["_saved_network_device"] = str(device)
             if device.type != "cpu":
                 state["network_"] = copy.deepcopy(network).to("cpu")
         return state
 
     def __setstate__(self, state):
-        saved_device = state.pop("_network_device", None)
+        saved_device = state.pop("_saved_network_device", None)
         super().__setstate__(state)
         if saved_device is None or "network_" not in self.__dict__:
             return

@@ -1,5 +1,6 @@
 """RNAFlowRegressor: the conditional flow-matching model as a scikit-learn regressor."""
 
+import hashlib
 import logging
 import os
 import warnings
@@ -311,8 +312,8 @@ history_, fit_notes_, n_epochs_, best_epoch_, validation_indices_
         return torch.mean((velocity.float() - batch.u) ** 2)
 
     def _predict_standardized(self, network, tokens):
-        generator = torch.Generator().manual_seed(self._random_seed + _PREDICT_SEED_OFFSET)
-        return self._sample_standardized(network, tokens, self.n_samples, generator).mean(dim=0)
+        seed = self._random_seed + _PREDICT_SEED_OFFSET
+        return self._sample_standardized(network, tokens.cpu(), self.n_samples, seed).mean(dim=0).to(tokens.device)
 
     def _after_fit(self, tokens_valid, targets_valid):
         self._validation_prediction = None
@@ -493,13 +494,12 @@ history_, fit_notes_, n_epochs_, best_epoch_, validation_indices_
         check_is_fitted(self, "network_")
         if seed is None:
             seed = self._random_seed + _PREDICT_SEED_OFFSET
-        generator = torch.Generator().manual_seed(seed)
         device = self._network_device()
         network = self.network_.eval()
 
         with torch.no_grad(), self._autocast(device):
             tokens_t = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.float32))
-            draws = self._sample_standardized(network, tokens_t, n_samples, generator)
+            draws = self._sample_standardized(network, tokens_t, n_samples, seed)
         draws = draws.numpy().astype(np.float64)
 
         if calibrated:
@@ -507,12 +507,13 @@ history_, fit_notes_, n_epochs_, best_epoch_, validation_indices_
             draws = mean + (draws - mean) * self.spread_scale_
         return self._unstandardize(draws)
 
-    def _sample_standardized(self, network, tokens, n_samples, generator):
+    def _sample_standardized(self, network, tokens, n_samples, seed):
         """Integrate the guided flow from noise; return CPU float32 (n_samples, n, G).
 
-        Noise is drawn on the CPU in slide-major order, so a slide's draws do
-        not depend on the device, and the first slides of a batch get the
-        same draws as when predicted alone.
+        Each slide's noise is drawn on the CPU from a generator seeded with
+        ``seed`` and a hash of the slide's features, so a slide's draws do
+        not depend on the device, on the other slides in the batch or on
+        their order.
         """
         device = next(network.parameters()).device
         n_slides = tokens.shape[0]
@@ -521,12 +522,12 @@ history_, fit_notes_, n_epochs_, best_epoch_, validation_indices_
         null = network.null_condition(1)
 
         for start in range(0, n_slides, slides_per_call):
-            chunk = tokens[start : start + slides_per_call].to(device)
+            chunk = tokens[start : start + slides_per_call]
             n_chunk = chunk.shape[0]
-            noise = torch.randn(n_chunk, n_samples, self.n_genes_, generator=generator)
+            noise = torch.stack([_slide_noise(row, seed, n_samples, self.n_genes_) for row in chunk])
 
             # The slide condition is encoded once and reused at every solver step.
-            cond = network.encode_condition(chunk).repeat_interleave(n_samples, dim=0)
+            cond = network.encode_condition(chunk.to(device)).repeat_interleave(n_samples, dim=0)
             field = ClassifierFreeGuidance(network, cond, null, scale=self.cfg_scale)
             x0 = noise.reshape(n_chunk * n_samples, self.n_genes_).to(device)
             x1 = integrate(field, x0, method=self.solver, n_steps=self.n_steps)
@@ -579,6 +580,13 @@ history_, fit_notes_, n_epochs_, best_epoch_, validation_indices_
             self.validation_coverage_,
             self.calibrated_coverage_,
         )
+
+
+def _slide_noise(tokens, seed, n_samples, n_genes):
+    """Draw N(0, I) noise (n_samples, n_genes) from a seed tied to one slide's features."""
+    digest = hashlib.blake2b(tokens.numpy().tobytes(), digest_size=8, key=str(seed).encode()).digest()
+    generator = torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+    return torch.randn(n_samples, n_genes, generator=generator)
 
 
 def _jsonable(value):
