@@ -219,7 +219,7 @@ class BaseSlide(abc.ABC):
 
         Returns an ndarray of shape (tile_size, tile_size, 3), dtype uint8.
         A whole-number shrink factor (512 px to 256 px) averages blocks of
-        pixels, as pyramid levels are made; any other factor uses Pillow's
+        pixels, as pyramid levels are made. Any other factor uses Pillow's
         antialiased bilinear filter.
         """
         image = self._read_region_image(location, level, (read_size, read_size))

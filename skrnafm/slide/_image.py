@@ -15,9 +15,9 @@ from ._base import WHITE, BaseSlide, _as_size_pair, _validate_location, flatten_
 logger = logging.getLogger(__name__)
 
 # Largest plain image decoded into memory: 2**30 px is 3 GiB as RGB. Pillow's
-# own limit (about 89 M px) is a guard against decompression bombs from
-# untrusted files; a slide photographed at 0.7 µm/px (9,300 x 9,900 px for the
-# HER2ST sections) already exceeds it. Larger images should be converted to
+# own limit (about 89 M px) guards against decompression bombs from untrusted
+# files. A section photographed at 0.7 µm/px (9,300 x 9,900 px for the HER2ST
+# sections) already exceeds it. Larger images should be converted to
 # a pyramidal TIFF, which OpenSlide reads tile by tile.
 MAX_DECODED_PIXELS = 2**30
 
@@ -63,7 +63,7 @@ _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
 def is_tiff(path):
-    """Whether the file starts with a TIFF or BigTIFF header."""
+    """Return whether the file starts with a TIFF or BigTIFF header."""
     with open(path, "rb") as handle:
         return handle.read(4) in _TIFF_MAGIC
 
@@ -106,7 +106,7 @@ class ImageSlide(BaseSlide):
     class directly: it picks the reader for the file.
 
     A JPEG or PNG cannot be read in parts, so the image is decoded once, on
-    the first pixel access, and kept: it costs ``3 * width * height`` bytes
+    the first pixel access, and kept. It costs ``3 * width * height`` bytes
     (about 280 MB for a 9,300 x 9,900 px section), and Pillow's decode
     briefly needs about as much again. The most recently decoded
     image also stays in a process-wide cache of ``DECODED_CACHE_SIZE``
@@ -169,7 +169,6 @@ class ImageSlide(BaseSlide):
             )
         self._size = (int(width), int(height))
 
-        # Uncompressed contiguous TIFFs can be memory-mapped; others are decoded.
         # Uncompressed contiguous 8-bit RGB(A) can be memory-mapped; anything
         # else (compressed, grayscale, 16-bit) is decoded and converted once.
         try:
@@ -290,7 +289,7 @@ class ImageSlide(BaseSlide):
                             "convert it to an uncompressed or JPEG TIFF."
                         ) from exc
                     pixels = _to_rgb_uint8(array, self.path)
-                    # Shared through the cache, so nobody may write to it.
+                    # The cache shares this array between slides, so it is read-only.
                     pixels.flags.writeable = False
                     _cache_put(key, pixels)
                     self._pixels = pixels

@@ -106,10 +106,11 @@ class OpenSlideSlide(BaseSlide):
         level = self._check_level(level)
         width, height = _as_size_pair(size, "size")
 
+        handle = self._osr
         try:
-            image = self._osr.read_region((x, y), level, (width, height))
+            image = handle.read_region((x, y), level, (width, height))
         except openslide.OpenSlideError as exc:
-            self._reopen_after_error()
+            self._reopen_after_error(handle)
             raise SlideError(
                 f"Failed to read {width}x{height} px at level {level}, location ({x}, {y}) "
                 f"of slide {self.path!r}: {exc}."
@@ -122,12 +123,12 @@ class OpenSlideSlide(BaseSlide):
             return image.convert("RGB")
         return Image.fromarray(flatten_rgba(np.asarray(image), self._background))
 
-    def _reopen_after_error(self):
+    def _reopen_after_error(self, failed_handle):
+        # Other threads may still be reading through the failed handle, so it
+        # is replaced but not closed; it closes when its last user drops it.
         with self._lock:
-            try:
-                self._osr.close()
-            except openslide.OpenSlideError:
-                pass
+            if self._osr is not failed_handle:
+                return
             try:
                 self._osr = openslide.OpenSlide(self.path)
             except openslide.OpenSlideError as exc:

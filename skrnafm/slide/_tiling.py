@@ -16,9 +16,9 @@ from ._tissue import detect_tissue
 logger = logging.getLogger(__name__)
 
 # A tile whose read size is within 2% of the output size is read at the
-# output size and not resized: scanners calibrate to about 1% (0.499 or
-# 0.5027 µm/px for "20x"), and resizing for that would blur every tile and
-# cost time. The scale actually used is stored in TileGrid.effective_mpp.
+# output size and not resized. Scanners differ by about 1% (0.499 or 0.5027
+# µm/px for "20x"), and resizing for that would blur every tile and cost
+# time. The scale actually used is stored in TileGrid.effective_mpp.
 RESIZE_TOLERANCE = 0.02
 
 # Mask resolution: about this many mask pixels along one tile side, with the
@@ -137,9 +137,9 @@ def choose_read_geometry(slide_mpp, level_downsamples, *, target_mpp, tile_size)
     """Return ``(level, read_size, stride)`` for tiles of ``tile_size`` px at ``target_mpp``.
 
     The level is the coarsest one whose downsample does not exceed the
-    target-to-slide resolution ratio (with 1% tolerance for drifting
-    pyramids); ``read_size`` is the tile side at that level and ``stride``
-    its level-0 extent.
+    target-to-slide resolution ratio, with 1% tolerance for drifting
+    pyramids. ``read_size`` is the tile side at that level, and ``stride``
+    is its level-0 extent.
     """
     level0_extent = tile_size * target_mpp / slide_mpp
     ratio = target_mpp / slide_mpp

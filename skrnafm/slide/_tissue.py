@@ -61,9 +61,9 @@ def detect_tissue(thumbnail, *, min_intensity=25, closing_radius=2):
     A pixel is tissue when all of these hold:
 
     * its HSV saturation is above the Otsu threshold of the saturation
-      histogram (clamped to 15-40 on a 0-255 scale, so that glass noise
-      never counts as tissue and pale tissue is not cut away when the slide
-      has little background);
+      histogram, clamped to 15-40 on a 0-255 scale. The clamp keeps faint
+      glass noise out, and keeps pale tissue in when the slide has little
+      background;
     * at least one RGB channel is below that channel's Otsu threshold
       (clamped to 200-235), so bright glass counts as background;
     * its mean intensity is at least ``min_intensity``, which removes black
