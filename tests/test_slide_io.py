@@ -123,17 +123,27 @@ def test_her2st_jpeg_ignores_72_dpi(her2st_dir):
             slide.mpp
 
 
-def test_her2st_jpeg_read_matches_pillow(her2st_dir):
-    Image.MAX_IMAGE_PIXELS, limit = None, Image.MAX_IMAGE_PIXELS
-    try:
-        with Image.open(her2st_dir / "B4.jpg") as image:
-            expected = np.asarray(image.crop((4000, 5000, 4100, 5050)))
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
-    with open_slide(her2st_dir / "B4.jpg", mpp=0.69) as slide:
-        region = slide.read_region((4000, 5000), 0, (100, 50))
+def test_jpeg_read_matches_pillow(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(path)
+    with Image.open(path) as image:
+        expected = np.asarray(image.crop((100, 200, 200, 250)))
+    limit = Image.MAX_IMAGE_PIXELS
+    with open_slide(path, mpp=0.69) as slide:
+        region = slide.read_region((100, 200), 0, (100, 50))
     np.testing.assert_array_equal(region, expected)
     assert Image.MAX_IMAGE_PIXELS == limit
+
+
+def test_jpeg_decoded_once_across_opens(tmp_path):
+    path = tmp_path / "shared.jpg"
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(path)
+    with open_slide(path, mpp=0.5) as first:
+        pixels = first._get_pixels()
+    with open_slide(SlideRegion(path, bbox=(0, 0, 32, 32), mpp=0.5)) as second:
+        assert second.parent._get_pixels() is pixels
+    assert not pixels.flags.writeable
 
 
 # --- bad input -------------------------------------------------------------
@@ -375,3 +385,12 @@ def test_region_of_copied_slide_keeps_path(cmu_slide, tmp_path):
     shutil.copy(cmu_slide, path)
     with open_slide(SlideRegion(path, bbox=(0, 0, 64, 64))) as view:
         assert view.path == str(path)
+
+
+def test_16bit_png_scaled_to_8bit(tmp_path):
+    path = tmp_path / "deep.png"
+    Image.fromarray(np.full((8, 8), 40_000, dtype=np.uint16)).save(path)
+    with open_slide(path, mpp=0.5) as slide:
+        region = slide.read_region((0, 0), 0, (8, 8))
+    assert region.dtype == np.uint8
+    assert (region == 40_000 >> 8).all()

@@ -24,6 +24,23 @@ MAX_DECODED_PIXELS = 2**30
 # Pillow's limit is a module global, so lifting it is serialised.
 _PIL_LIMIT_LOCK = threading.Lock()
 
+
+def _open_without_pixel_limit(path):
+    """Open an image with Pillow's decompression-bomb limit lifted; the caller checks size.
+
+    Pillow checks the limit only while :func:`PIL.Image.open` parses the
+    header, so the limit is lifted for that call alone.
+    """
+    # NOTE: during that call, Image.open in other threads of the process also
+    # skips Pillow's check, because the limit is a module global.
+    with _PIL_LIMIT_LOCK:
+        limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+
 # Number of decoded images kept after their slides close. Regions of one
 # image (pseudo-bulk blocks of a spatial transcriptomics section, for
 # example) are opened one after another, and each open would otherwise
@@ -207,16 +224,10 @@ class ImageSlide(BaseSlide):
         self._memmappable = False
         self._planar = False
         try:
-            with _PIL_LIMIT_LOCK:
-                limit = Image.MAX_IMAGE_PIXELS
-                Image.MAX_IMAGE_PIXELS = None
-                try:
-                    with Image.open(self.path) as image:
-                        self._size = image.size
-                        self._format = image.format
-                        dpi = image.info.get("dpi")
-                finally:
-                    Image.MAX_IMAGE_PIXELS = limit
+            with _open_without_pixel_limit(self.path) as image:
+                self._size = image.size
+                self._format = image.format
+                dpi = image.info.get("dpi")
         except UnidentifiedImageError as exc:
             raise UnsupportedSlideError(
                 f"{self.path!r} is neither a slide OpenSlide "
@@ -250,19 +261,13 @@ class ImageSlide(BaseSlide):
         return self._decode_pillow()
 
     def _decode_pillow(self):
-        with _PIL_LIMIT_LOCK:
-            limit = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = None
-            try:
-                with Image.open(self.path) as image:
-                    image.load()
-                    if image.mode in ("RGB", "RGBA", "L"):
-                        return np.asarray(image)
-                    if "A" in image.getbands() or image.mode == "P":
-                        return np.asarray(image.convert("RGBA"))
-                    return np.asarray(image.convert("RGB"))
-            finally:
-                Image.MAX_IMAGE_PIXELS = limit
+        with _open_without_pixel_limit(self.path) as image:
+            image.load()
+            if image.mode in ("RGB", "RGBA", "L") or image.mode.startswith("I;16"):
+                return np.asarray(image)
+            if "A" in image.getbands() or image.mode == "P":
+                return np.asarray(image.convert("RGBA"))
+            return np.asarray(image.convert("RGB"))
 
     def _get_pixels(self):
         """Return the decoded image, (height, width, 3 or 4), decoding it once."""
