@@ -6,6 +6,7 @@ import os
 import time
 import warnings
 from numbers import Integral, Real
+from pathlib import Path
 
 import joblib
 import numpy as np
@@ -141,7 +142,8 @@ class _SlideJob:
             except OSError:
                 key = None  # An unreadable file fails below with a clear error.
             if key is not None:
-                path = cache_path(self.cache_dir, label, key)
+                stem = source.name if isinstance(source, SlideRegion) else Path(source).stem
+                path = cache_path(self.cache_dir, stem, key)
                 cached = read_cache(path, key, embedding_dim=encoder.output_dim)
                 if cached is not None:
                     features, coords, meta = cached

@@ -6,6 +6,7 @@ import queue
 import threading
 
 import numpy as np
+import torch
 
 from ..exceptions import SlideError
 from ..slide import iter_tile_batches
@@ -39,6 +40,11 @@ def _put(out, item, stop):
 
 
 def _read_worker(slide, grid, batch_size, transform, out, stop):
+    # The thread count is per thread: the reader's torch ops (resizing in
+    # the encoder transform) stay on one core, so they do not compete with
+    # the encoder's OpenMP team, which stalls badly when cores are
+    # oversubscribed.
+    torch.set_num_threads(1)
     try:
         if grid.n_tiles:
             for tiles, coords in iter_tile_batches(slide, grid, batch_size=batch_size):
