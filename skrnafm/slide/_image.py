@@ -10,7 +10,14 @@ import tifffile
 from PIL import Image, UnidentifiedImageError
 
 from ..exceptions import SlideError, UnsupportedSlideError
-from ._base import WHITE, BaseSlide, _as_size_pair, _validate_location, flatten_rgba, paste_into_background
+from ._base import (
+    WHITE,
+    BaseSlide,
+    _as_size_pair,
+    _validate_location,
+    flatten_rgba,
+    paste_into_background,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -329,9 +336,12 @@ class ImageSlide(BaseSlide):
         left, top = max(x, 0), max(y, 0)
         right, bottom = min(x + width, image_width), min(y + height, image_height)
         if right <= left or bottom <= top:
-            return paste_into_background((height, width, 3), WHITE, np.empty((0, 0, 3), np.uint8), (0, 0))
+            empty = np.empty((0, 0, 3), dtype=np.uint8)
+            return paste_into_background((height, width, 3), WHITE, empty, (0, 0))
 
-        region = flatten_rgba(pixels[top:bottom, left:right]) if pixels.shape[2] == 4 else pixels[top:bottom, left:right]
+        region = pixels[top:bottom, left:right]
+        if region.shape[2] == 4:
+            region = flatten_rgba(region)
         if (left, top, right, bottom) == (x, y, x + width, y + height):
             return np.array(region, dtype=np.uint8, order="C")
         return paste_into_background((height, width, 3), WHITE, region, (left - x, top - y))

@@ -55,9 +55,13 @@ class OpenSlideSlide(BaseSlide):
                 "source, or check that the vendor's companion files sit beside it."
             ) from exc
         self._properties = dict(self._osr.properties)
-        self._level_dimensions = tuple(tuple(int(v) for v in dims) for dims in self._osr.level_dimensions)
+        self._level_dimensions = tuple(
+            (int(width), int(height)) for width, height in self._osr.level_dimensions
+        )
         self._level_downsamples = tuple(float(v) for v in self._osr.level_downsamples)
-        self._background = _parse_background(self._properties.get(openslide.PROPERTY_NAME_BACKGROUND_COLOR))
+        self._background = _parse_background(
+            self._properties.get(openslide.PROPERTY_NAME_BACKGROUND_COLOR)
+        )
 
     @property
     def level_dimensions(self):

@@ -52,7 +52,8 @@ def render_tiling_qc(slide, grid):
         top = (y - y0) / scale_y
         right = left + grid.stride / scale_x
         bottom = top + grid.stride / scale_y
-        draw.rectangle((left, top, max(left, right - 1), max(top, bottom - 1)), outline=_TILE_OUTLINE)
+        box = (left, top, max(left, right - 1), max(top, bottom - 1))
+        draw.rectangle(box, outline=_TILE_OUTLINE)
     return np.asarray(picture)
 
 

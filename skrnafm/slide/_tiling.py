@@ -107,9 +107,9 @@ def _check_number(value, name, *, low, integer=False, high=None, allow_none=Fals
         valid = value >= low and (high is None or value <= high) and math.isfinite(value)
     if not valid:
         upper = "" if high is None else f" and <= {high}"
-        what = "an int" if integer else "a number"
+        expected_kind = "an int" if integer else "a number"
         none = " or None" if allow_none else ""
-        raise ValueError(f"{name} must be {what} >= {low}{upper}{none}, got {value!r}.")
+        raise ValueError(f"{name} must be {expected_kind} >= {low}{upper}{none}, got {value!r}.")
     return value
 
 
@@ -303,14 +303,15 @@ def tile_slide(
             "tile_size for a small biopsy."
         )
 
-    kept = candidates
+    kept_indices = candidates
     if max_tiles is not None and candidates.size > max_tiles:
-        kept = np.sort(random_state.choice(candidates, size=max_tiles, replace=False))
+        kept_indices = np.sort(random_state.choice(candidates, size=max_tiles, replace=False))
 
-    coords = np.stack([tile_x[kept] + x0, tile_y[kept] + y0], axis=1).astype(np.int64)
+    coords = np.stack([tile_x[kept_indices] + x0, tile_y[kept_indices] + y0], axis=1)
+    coords = coords.astype(np.int64)
     logger.info(
         "Kept %d of %d tissue tiles (%d grid cells) in %s",
-        kept.size,
+        kept_indices.size,
         candidates.size,
         tile_x.size,
         slide.path,
@@ -326,7 +327,7 @@ def tile_slide(
         stride=int(stride),
         tissue_mask=mask,
         bounds=bounds,
-        tissue_fraction=fraction[kept].astype(np.float32),
+        tissue_fraction=fraction[kept_indices].astype(np.float32),
         n_candidates=int(candidates.size),
         slide_name=slide.name,
     )

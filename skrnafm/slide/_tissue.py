@@ -98,7 +98,7 @@ def detect_tissue(thumbnail, *, min_intensity=25, closing_radius=2):
     rgb = thumbnail.astype(np.float32)
     brightest = rgb.max(axis=2)
     darkest = rgb.min(axis=2)
-    saturation = np.where(brightest > 0, 255.0 * (brightest - darkest) / np.maximum(brightest, 1.0), 0.0)
+    saturation = 255.0 * (brightest - darkest) / np.maximum(brightest, 1.0)
 
     saturation_threshold = np.clip(otsu_threshold(saturation), *_SATURATION_THRESHOLD_RANGE)
     mask = saturation > saturation_threshold
