@@ -111,6 +111,32 @@ def test_token_net_output_shape_and_projection(net_class):
     assert isinstance(unprojected.token_input.projection, torch.nn.Identity)
 
 
+def test_sequoia_mixing_matches_per_head_reference():
+    net = SequoiaNet(4, 8, 3, hidden_dim=8, depth=1, n_heads=2)
+    mixing = net.blocks[0].attention
+    x = torch.randn(3, 4, 8)
+
+    heads = []
+    for h in range(2):
+        rows = slice(4 * h, 4 * h + 4)
+        token_ln = (mixing.token_norm.weight[h], mixing.token_norm.bias[h])
+        summary_ln = (mixing.summary_norm.weight[h], mixing.summary_norm.bias[h])
+        local = torch.nn.functional.linear(
+            x, mixing.token_projection.weight[rows], mixing.token_projection.bias[rows]
+        )
+        local = torch.nn.functional.gelu(torch.nn.functional.layer_norm(local, (4,), *token_ln))
+        summary = torch.nn.functional.linear(
+            x, mixing.summary_projection.weight[rows], mixing.summary_projection.bias[rows]
+        ).mean(dim=1, keepdim=True)
+        summary = torch.nn.functional.gelu(torch.nn.functional.layer_norm(summary, (4,), *summary_ln))
+        both = torch.cat([local, summary.expand_as(local)], dim=-1)
+        weight = torch.cat([mixing.mix_token[h], mixing.mix_summary[h]], dim=0)
+        heads.append(torch.nn.functional.gelu(both @ weight + mixing.mix_bias[h]))
+    expected = mixing.out_projection(torch.cat(heads, dim=-1))
+
+    torch.testing.assert_close(mixing(x), expected)
+
+
 def test_sequoia_net_summary_mixes_tokens():
     net = SequoiaNet(4, 8, 3, hidden_dim=8, depth=1, n_heads=2).eval()
     block = net.blocks[0]

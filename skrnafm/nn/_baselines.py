@@ -15,7 +15,10 @@ methods, as described in their docstrings:
 Device and dtype follow the module and the inputs.
 """
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["HE2RNANet", "TRNAsformerNet", "SequoiaNet", "HE2RNA_TOP_K"]
@@ -177,31 +180,67 @@ class TRNAsformerNet(nn.Module):
         return self.head(self.encoder(self.token_input(tokens)))
 
 
-class _SummaryHead(nn.Module):
-    """One head of linear-cost attention: a per-token branch and a slide summary branch."""
+class _HeadLayerNorm(nn.Module):
+    """LayerNorm over the last axis of (..., n_heads, head_dim), with weights per head."""
 
-    def __init__(self, hidden_dim, head_dim):
+    def __init__(self, n_heads, head_dim):
         super().__init__()
-        self.token_branch = nn.Sequential(
-            nn.Linear(hidden_dim, head_dim), nn.LayerNorm(head_dim), nn.GELU()
-        )
-        self.summary_projection = nn.Linear(hidden_dim, head_dim)
-        self.summary_branch = nn.Sequential(nn.LayerNorm(head_dim), nn.GELU())
-        self.mix = nn.Sequential(nn.Linear(2 * head_dim, head_dim), nn.GELU())
+        self.weight = nn.Parameter(torch.ones(n_heads, head_dim))
+        self.bias = nn.Parameter(torch.zeros(n_heads, head_dim))
 
     def forward(self, x):
-        local = self.token_branch(x)
-        summary = self.summary_branch(self.summary_projection(x).mean(dim=1, keepdim=True))
-        return self.mix(torch.cat([local, summary.expand_as(local)], dim=-1))
+        return F.layer_norm(x, x.shape[-1:]) * self.weight + self.bias
+
+
+class _SummaryMixing(nn.Module):
+    """Linear-cost attention: per head, a per-token branch and a slide summary branch.
+
+    All heads run as batched operations. Per head, the token branch is
+    ``GELU(LN(W_t x))`` and the summary branch ``GELU(LN(mean_k W_s x))``;
+    their concatenation goes through ``GELU(W_m [token, summary] + b_m)``.
+    The heads are concatenated and projected back to ``hidden_dim``.
+    """
+
+    def __init__(self, hidden_dim, n_heads):
+        super().__init__()
+        head_dim = hidden_dim // n_heads
+        self.n_heads = n_heads
+        self.head_dim = head_dim
+        self.token_projection = nn.Linear(hidden_dim, n_heads * head_dim)
+        self.summary_projection = nn.Linear(hidden_dim, n_heads * head_dim)
+        self.token_norm = _HeadLayerNorm(n_heads, head_dim)
+        self.summary_norm = _HeadLayerNorm(n_heads, head_dim)
+        # The mixing layer of each head, split into the rows that act on the
+        # token branch and those that act on the summary branch.
+        bound = 1.0 / math.sqrt(2 * head_dim)
+        self.mix_token = nn.Parameter(torch.empty(n_heads, head_dim, head_dim).uniform_(-bound, bound))
+        self.mix_summary = nn.Parameter(torch.empty(n_heads, head_dim, head_dim).uniform_(-bound, bound))
+        self.mix_bias = nn.Parameter(torch.empty(n_heads, head_dim).uniform_(-bound, bound))
+        self.out_projection = nn.Linear(n_heads * head_dim, hidden_dim)
+
+    def forward(self, x):
+        batch, n_tokens, _ = x.shape
+        heads = (self.n_heads, self.head_dim)
+
+        local = self.token_projection(x).view(batch, n_tokens, *heads)
+        local = F.gelu(self.token_norm(local))
+        # The mean over tokens of a linear projection is the projection of the mean.
+        summary = self.summary_projection(x.mean(dim=1)).view(batch, 1, *heads)
+        summary = F.gelu(self.summary_norm(summary))
+
+        mixed = (
+            torch.einsum("bkhi,hio->bkho", local, self.mix_token)
+            + torch.einsum("bkhi,hio->bkho", summary, self.mix_summary)
+            + self.mix_bias
+        )
+        return self.out_projection(F.gelu(mixed).reshape(batch, n_tokens, -1))
 
 
 class _SequoiaBlock(nn.Module):
     def __init__(self, hidden_dim, n_heads, mlp_ratio, dropout):
         super().__init__()
-        head_dim = hidden_dim // n_heads
         ff_dim = int(hidden_dim * mlp_ratio)
-        self.heads = nn.ModuleList(_SummaryHead(hidden_dim, head_dim) for _ in range(n_heads))
-        self.attention_out = nn.Linear(head_dim * n_heads, hidden_dim)
+        self.attention = _SummaryMixing(hidden_dim, n_heads)
         self.feed_forward = nn.Sequential(
             nn.LayerNorm(hidden_dim),
             nn.Linear(hidden_dim, ff_dim),
@@ -212,8 +251,7 @@ class _SequoiaBlock(nn.Module):
         )
 
     def forward(self, x):
-        attended = torch.cat([head(x) for head in self.heads], dim=-1)
-        x = x + self.attention_out(attended)
+        x = x + self.attention(x)
         return x + self.feed_forward(x)
 
 
