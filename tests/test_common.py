@@ -45,10 +45,6 @@ CHECK_CONFIGS = {
                 "needs R^2 > 0.5 on the check data; two training epochs are too few, "
                 "learning is tested in tests/test_baselines.py"
             ),
-            "check_regressor_data_not_an_array": (
-                "BaseTorchRegressor calls np.ndim on X to detect 3-D input, which "
-                "the check's array-like wrapper rejects"
-            ),
         },
     },
     "TRNAsformerRegressor": {
@@ -58,10 +54,6 @@ CHECK_CONFIGS = {
                 "needs R^2 > 0.5 on the check data; two training epochs are too few, "
                 "learning is tested in tests/test_baselines.py"
             ),
-            "check_regressor_data_not_an_array": (
-                "BaseTorchRegressor calls np.ndim on X to detect 3-D input, which "
-                "the check's array-like wrapper rejects"
-            ),
         },
     },
     "SequoiaRegressor": {
@@ -70,10 +62,6 @@ CHECK_CONFIGS = {
             "check_regressors_train": (
                 "needs R^2 > 0.5 on the check data; two training epochs are too few, "
                 "learning is tested in tests/test_baselines.py"
-            ),
-            "check_regressor_data_not_an_array": (
-                "BaseTorchRegressor calls np.ndim on X to detect 3-D input, which "
-                "the check's array-like wrapper rejects"
             ),
         },
     },
