@@ -24,9 +24,9 @@ logger = logging.getLogger(__name__)
 CACHE_FORMAT = 1
 
 # Bytes hashed at each end of a slide file. Hashing whole multi-gigabyte
-# slides would cost more than featurizing them; size plus both ends
-# separates files in practice, because slide headers carry scan dates and
-# the tile data differs from the first tile on.
+# slides would cost more than featurizing them. Size plus both ends tells
+# slides apart, because slide headers carry scan dates and the tile data
+# differs from the first tile on.
 _CHUNK = 1 << 20
 
 
@@ -87,8 +87,8 @@ def read_cache(path, key, *, embedding_dim=None):
     """Return ``(features, coords, meta)`` from a valid cache file, else None.
 
     A missing file returns None silently. A file that cannot be read, has
-    another key, or holds inconsistent arrays returns None with a log
-    message, and the caller recomputes and overwrites it.
+    another key, or contains inconsistent arrays returns None with a
+    logged warning, and the caller recomputes and overwrites it.
     """
     path = Path(path)
     if not path.is_file():

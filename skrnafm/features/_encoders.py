@@ -171,10 +171,10 @@ class EfficientNetLite0Encoder(TileEncoder):
     Notes
     -----
     Inputs are normalised with mean 0.5 and std 0.5 per channel, as in the
-    TensorFlow original, which scales pixels to [-1, 1]. On
-    ``skimage.data.chelsea()`` (a cat) these weights give 79% to class 285
-    (Egyptian cat) with this normalisation and 80% with the ImageNet
-    mean/std, so either fits; the TensorFlow one is kept.
+    TensorFlow original, which scales pixels to [-1, 1]. Both choices fit
+    these weights: on ``skimage.data.chelsea()`` (a cat) class 285
+    (Egyptian cat) gets 79% with this normalisation and 80% with the
+    ImageNet mean and std. The TensorFlow one is kept.
 
     Examples
     --------

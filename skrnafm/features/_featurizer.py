@@ -323,12 +323,12 @@ class WSIFeaturizer(TransformerMixin, BaseEstimator):
     on_error : {"raise", "warn", "skip"}, default="raise"
         What to do when a slide cannot be read, has no tissue or no
         resolution (a :class:`~skrnafm.exceptions.SlideError` or an
-        ``OSError``). ``"raise"`` stops. ``"warn"`` and ``"skip"`` keep a
+        ``OSError``). ``"raise"`` stops. ``"warn"`` and ``"skip"`` put a
         :class:`TileEmbeddings` with zero tiles and the message in its
         ``error`` field at the slide's position, so outputs stay aligned
-        with the input and its targets; ``"warn"`` also emits a
+        with the input and its targets. ``"warn"`` also emits a
         :class:`~skrnafm.exceptions.SlideReadWarning` naming the slide,
-        ``"skip"`` only logs. :class:`SuperTilePooler` raises on such an
+        while ``"skip"`` only logs. :class:`SuperTilePooler` raises on such an
         entry unless ``on_empty="nan"``; :func:`failed_slides` lists them.
     cache_dir : str or path-like, default=None
         Directory of the embedding cache: one ``.npz`` file per slide,

@@ -14,7 +14,7 @@ from ..slide import iter_tile_batches
 logger = logging.getLogger(__name__)
 
 _DONE = object()
-# Seconds between checks of the stop flag while a queue is full or empty.
+# Seconds between checks of the stop flag while a reader waits on a full queue.
 _POLL = 0.1
 
 

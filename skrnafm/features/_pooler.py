@@ -34,7 +34,7 @@ def _slide_label(item, index):
 
 
 def _is_list_of_vectors(items):
-    """Whether ``items`` is a plain 2-D table written as a list of rows."""
+    """Return True when ``items`` is a 2-D table written as a list of rows."""
     return len(items) > 0 and all(
         not isinstance(item, TileEmbeddings) and np.ndim(item) == 1 for item in items
     )
@@ -85,10 +85,10 @@ class SuperTilePooler(TransformerMixin, BaseEstimator):
 
     Notes
     -----
-    Inputs: a list of :class:`TileEmbeddings` (what :class:`WSIFeaturizer`
-    returns), a list of arrays of shape (n_tiles, D), a 3-D array of shape
-    (n_slides, n_tiles, D), or a 2-D array (or list of rows) of shape
-    (n_slides, D), which is read as one tile per slide.
+    Accepted inputs are a list of :class:`TileEmbeddings` (what
+    :class:`WSIFeaturizer` returns), a list of arrays of shape (n_tiles, D)
+    or a 3-D array of shape (n_slides, n_tiles, D). A 2-D array (or list
+    of rows) of shape (n_slides, D) is read as one tile per slide.
 
     A slide with fewer distinct tiles than K cannot have K non-empty
     clusters. Its distinct tiles then each form one cluster (their mean is

@@ -33,7 +33,7 @@ def resolve_weights_file(weights):
     Raises
     ------
     FileNotFoundError
-        If the path does not exist or the directory holds none of the
+        If the path does not exist or the directory contains none of the
         usual weight file names.
     """
     path = Path(weights).expanduser()
