@@ -21,11 +21,11 @@ logger = logging.getLogger(__name__)
 # time. The scale actually used is stored in TileGrid.effective_mpp.
 RESIZE_TOLERANCE = 0.02
 
-# Mask resolution: about this many mask pixels along one tile side, with the
-# longer side of the mask between 1,024 px (or the slide, if smaller) and
-# 4,096 px, which bounds the mask's memory whatever the slide size.
-_MASK_PIXELS_PER_TILE = 16
-_MASK_SIDE_RANGE = (1024, 4096)
+# Longer side of the tissue mask in pixels (or the slide's, if smaller). A
+# fixed size keeps the mask's memory the same for every slide larger than
+# this. At 40x a 100,000 px slide still gets about 10 mask pixels along each
+# 256 px tile at 20x.
+MASK_MAX_SIDE = 2048
 
 
 @dataclass(frozen=True, eq=False)
@@ -116,21 +116,11 @@ def _check_number(value, name, *, low, integer=False, high=None, allow_none=Fals
 def _mask_size(bounds, stride):
     _, _, width, height = bounds
     longest = max(width, height)
-    side = longest * _MASK_PIXELS_PER_TILE / stride
-    low, high = _MASK_SIDE_RANGE
-    side = min(max(side, min(low, longest)), high)
+    # Tiles smaller than 2 mask pixels would get no reliable tissue fraction,
+    # so tiny tiles on a huge slide get a larger mask.
+    side = min(longest, max(MASK_MAX_SIDE, math.ceil(2 * longest / stride)))
     scale = longest / side
     return max(1, round(width / scale)), max(1, round(height / scale))
-
-
-def _box_sums(integral, x0, y0, x1, y1):
-    return integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
-
-
-def _integral(image):
-    out = np.zeros((image.shape[0] + 1, image.shape[1] + 1), dtype=np.float64)
-    np.cumsum(np.cumsum(image, axis=0, dtype=np.float64), axis=1, out=out[1:, 1:])
-    return out
 
 
 def choose_read_geometry(slide_mpp, level_downsamples, *, target_mpp, tile_size):
@@ -263,7 +253,10 @@ def tile_slide(
     mask_width, mask_height = _mask_size(bounds, stride)
     thumbnail = slide.read_bounds_resized((mask_width, mask_height))
     mask = detect_tissue(thumbnail)
-    grey = thumbnail.astype(np.float32).mean(axis=2)
+    grey = thumbnail[..., 0].astype(np.float32)
+    grey += thumbnail[..., 1]
+    grey += thumbnail[..., 2]
+    grey /= 3.0
     del thumbnail
 
     # Candidate grid; edge tiles overhang the bounds and are padded when read.
@@ -273,24 +266,30 @@ def tile_slide(
     tile_x = columns.ravel() * stride
     tile_y = rows.ravel() * stride
 
-    # Each tile's box on the mask, at least one mask pixel wide.
+    # Each mask pixel belongs to the tile that contains its top-left corner.
     scale_x = mask_width / width
     scale_y = mask_height / height
-    box_x0 = np.clip(np.floor(tile_x * scale_x).astype(np.int64), 0, mask_width - 1)
-    box_y0 = np.clip(np.floor(tile_y * scale_y).astype(np.int64), 0, mask_height - 1)
-    box_x1 = np.clip(np.ceil((tile_x + stride) * scale_x).astype(np.int64), box_x0 + 1, mask_width)
-    box_y1 = np.clip(np.ceil((tile_y + stride) * scale_y).astype(np.int64), box_y0 + 1, mask_height)
+    column_tile = np.minimum(np.arange(mask_width) // (stride * scale_x), n_columns - 1)
+    row_tile = np.minimum(np.arange(mask_height) // (stride * scale_y), n_rows - 1)
+    pixel_tile = row_tile.astype(np.int64)[:, None] * n_columns + column_tile.astype(np.int64)
+    pixel_tile = pixel_tile.ravel()
+    n_cells = n_rows * n_columns
 
     # The full tile area counts in the denominator, so overhang is not tissue.
-    full_area = np.maximum(stride * scale_x, 1.0) * np.maximum(stride * scale_y, 1.0)
-    box_area = (box_x1 - box_x0) * (box_y1 - box_y0)
-    tissue = _box_sums(_integral(mask), box_x0, box_y0, box_x1, box_y1)
-    fraction = np.minimum(tissue / np.maximum(full_area, box_area), 1.0)
+    full_area = (stride * scale_x) * (stride * scale_y)
+    pixel_count = np.bincount(pixel_tile, minlength=n_cells)
+    tissue = np.bincount(pixel_tile, weights=mask.ravel(), minlength=n_cells)
+    fraction = np.minimum(tissue / max(full_area, 1.0), 1.0)
 
-    grey_sum = _box_sums(_integral(grey), box_x0, box_y0, box_x1, box_y1)
-    grey_square = _box_sums(_integral(grey * grey), box_x0, box_y0, box_x1, box_y1)
-    grey_mean = grey_sum / box_area
-    grey_std = np.sqrt(np.maximum(grey_square / box_area - grey_mean**2, 0.0))
+    # bincount sums in float64, and squares of values up to 255 are exact in
+    # float32, so the variance below does not lose precision.
+    grey = grey.ravel()
+    grey_sum = np.bincount(pixel_tile, weights=grey, minlength=n_cells)
+    grey_square = np.bincount(pixel_tile, weights=grey * grey, minlength=n_cells)
+    del grey, pixel_tile
+    count = np.maximum(pixel_count, 1)
+    grey_mean = grey_sum / count
+    grey_std = np.sqrt(np.maximum(grey_square / count - grey_mean**2, 0.0))
 
     keep = (fraction >= min_tissue_fraction) & (fraction > 0) & (grey_std >= min_contrast)
     candidates = np.flatnonzero(keep)

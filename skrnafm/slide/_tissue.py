@@ -20,13 +20,18 @@ def otsu_threshold(values, value_range=(0.0, 255.0), bins=256):
     """Return the Otsu threshold of a set of values.
 
     The threshold maximises the between-class variance of the histogram
-    of ``values`` over ``value_range``; pixels above it form one class.
+    of ``values`` over ``value_range``. Pixels above it form one class.
     Constant input returns that constant.
     """
-    values = np.asarray(values, dtype=np.float64).ravel()
+    values = np.asarray(values)
     if values.size == 0:
         return float(value_range[0])
-    counts, edges = np.histogram(values, bins=bins, range=value_range)
+    if values.dtype == np.uint8 and tuple(value_range) == (0.0, 255.0) and bins == 256:
+        # Counting uint8 values needs no float copy of a large picture.
+        counts = np.bincount(values.ravel(), minlength=256)
+        edges = np.arange(257, dtype=np.float64) - 0.5
+    else:
+        counts, edges = np.histogram(values, bins=bins, range=value_range)
     centers = 0.5 * (edges[:-1] + edges[1:])
 
     weight_low = np.cumsum(counts)
@@ -36,7 +41,7 @@ def otsu_threshold(values, value_range=(0.0, 255.0), bins=256):
     mean_high = (sum_low[-1] - sum_low) / np.maximum(weight_high, 1)
     between = weight_low * weight_high * (mean_low - mean_high) ** 2
     if not np.any(between > 0):
-        return float(values.mean())
+        return float(values.mean(dtype=np.float64))
     return float(edges[np.argmax(between) + 1])
 
 
@@ -95,20 +100,28 @@ def detect_tissue(thumbnail, *, min_intensity=25, closing_radius=2):
     if thumbnail.size == 0:
         return np.zeros(thumbnail.shape[:2], dtype=bool)
 
-    rgb = thumbnail.astype(np.float32)
-    brightest = rgb.max(axis=2)
-    darkest = rgb.min(axis=2)
-    saturation = 255.0 * (brightest - darkest) / np.maximum(brightest, 1.0)
+    # Integer arithmetic on uint8 and uint16 keeps large masks cheap, and
+    # channel-wise maximum and minimum are much faster than reductions over
+    # the last axis of length 3.
+    red, green, blue = thumbnail[..., 0], thumbnail[..., 1], thumbnail[..., 2]
+    brightest = np.maximum(np.maximum(red, green), blue)
+    darkest = np.minimum(np.minimum(red, green), blue)
+    spread = (brightest - darkest).astype(np.uint16) * 255
+    saturation = (spread // np.maximum(brightest, 1)).astype(np.uint8)
+    del spread
 
     saturation_threshold = np.clip(otsu_threshold(saturation), *_SATURATION_THRESHOLD_RANGE)
     mask = saturation > saturation_threshold
+    del saturation
 
     not_background = np.zeros(mask.shape, dtype=bool)
     for channel in range(3):
-        threshold = np.clip(otsu_threshold(rgb[..., channel]), *_BACKGROUND_THRESHOLD_RANGE)
-        not_background |= rgb[..., channel] < threshold
+        values = thumbnail[..., channel]
+        threshold = np.clip(otsu_threshold(values), *_BACKGROUND_THRESHOLD_RANGE)
+        not_background |= values < threshold
     mask &= not_background
-    mask &= rgb.mean(axis=2) >= min_intensity
+    intensity_sum = red.astype(np.uint16) + green + blue
+    mask &= intensity_sum >= 3 * min_intensity
 
     mask = _close_then_open(mask, int(closing_radius))
     logger.debug(
