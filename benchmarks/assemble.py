@@ -7,8 +7,8 @@ writes ``docs/benchmarks.md``, which the Sphinx documentation includes
 
     python benchmarks/assemble.py
 
-Headings inside each section move one level down, so every section's
-title becomes a second-level heading of the page.
+Headings inside each section are shifted so that every section's title
+becomes a second-level heading of the page.
 """
 
 import argparse
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HEADER = """# Benchmarks
 
 Every number on this page was printed by a script in `benchmarks/`, which
-also wrote its section here; the section states the command, the machine,
+also wrote its section here. Each section states the command, the machine,
 the date and the package versions of its run. `python benchmarks/assemble.py`
 joins the sections into this page.
 """
@@ -31,20 +31,36 @@ No benchmark section has been written yet: run a script in `benchmarks/`,
 then `python benchmarks/assemble.py`.
 """
 
-_HEADING = re.compile(r"^(#{1,5})(\s)", flags=re.MULTILINE)
+_HEADING = re.compile(r"^(#{1,6})\s")
 _FENCE = re.compile(r"^(```|~~~)")
 
 
-def demote_headings(text):
-    """Add one ``#`` to every Markdown heading outside code fences."""
-    lines = []
+def _headings(text):
+    """Yield (line index, heading level) of the Markdown headings outside code fences."""
     in_fence = False
-    for line in text.splitlines():
+    for index, line in enumerate(text.splitlines()):
         if _FENCE.match(line):
             in_fence = not in_fence
         elif not in_fence:
-            line = _HEADING.sub(r"#\1\2", line, count=1)
-        lines.append(line)
+            match = _HEADING.match(line)
+            if match:
+                yield index, len(match.group(1))
+
+
+def shift_headings(text, top_level=2):
+    """Shift every heading so that the section's highest heading is at ``top_level``.
+
+    Sections start at different levels (one with ``#``, another with
+    ``##``); after the shift each section sits one level under the page title.
+    """
+    found = list(_headings(text))
+    if not found:
+        return text
+    shift = top_level - min(level for _, level in found)
+    lines = text.splitlines()
+    for index, level in found:
+        new_level = min(max(level + shift, 1), 6)
+        lines[index] = "#" * new_level + lines[index][level:]
     return "\n".join(lines)
 
 
@@ -56,7 +72,7 @@ def assemble(sections_dir, output):
         parts.append(EMPTY)
     for path in sections:
         text = path.read_text(encoding="utf-8").strip()
-        parts.append(f"\n<!-- from {path.name} -->\n\n{demote_headings(text)}\n")
+        parts.append(f"\n<!-- from {path.name} -->\n\n{shift_headings(text)}\n")
     Path(output).write_text("".join(parts), encoding="utf-8")
     return sections
 

@@ -203,7 +203,7 @@ def test_fit_reference_without_rna_columns(feature_folder, reference_csv, tmp_pa
     code = run_cli("fit", "--reference", bad, "--features", feature_folder,
                    "--out", tmp_path / "m.joblib")
     assert code == 1
-    assert "no rna_<GENE> column" in capsys.readouterr().err
+    assert "no expression column" in capsys.readouterr().err
 
 
 def _reference_with_missing_slide(reference_csv, tmp_path):

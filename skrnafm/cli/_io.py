@@ -1,6 +1,6 @@
 """Files the CLI reads and writes: feature folders, model bundles, CSVs.
 
-A feature folder holds one ``<slide name>.npz`` per slide (tile embeddings
+A feature folder contains one ``<slide name>.npz`` per slide (tile embeddings
 and their level-0 coordinates) and a ``features.json`` manifest that records
 the encoder, the embedding dimension and the status of every slide.
 """
@@ -171,38 +171,31 @@ def feature_files(features_dir):
 def load_reference(path, *, option="--reference"):
     """Read a reference CSV: one row per slide, ``rna_<GENE>`` columns.
 
+    Validation is :func:`skrnafm.datasets.read_reference_csv`'s; its
+    ValueError becomes a one-line CLI error naming the option.
+
     Returns
     -------
     table : pandas.DataFrame
-        The rows, indexed from 0.
+        ``wsi_file_name``, ``patient_id`` and the ``rna_<GENE>`` columns,
+        indexed from 0.
     genes : list of str
         Gene symbols, in column order, without the ``rna_`` prefix.
     """
-    import pandas as pd
+    from ..datasets import read_reference_csv
 
     path = Path(path).expanduser()
     if not path.is_file():
         raise CLIError(f"{option} {str(path)!r} not found")
     try:
-        table = pd.read_csv(path)
+        reference = read_reference_csv(path)
     except (OSError, ValueError) as exc:
-        raise CLIError(f"{option} {str(path)!r} cannot be read as CSV: {exc}") from exc
+        raise CLIError(f"{option}: {exc}") from exc
 
-    for column in ("wsi_file_name", "patient_id"):
-        if column not in table.columns:
-            raise CLIError(
-                f"{option} {str(path)!r} has no {column!r} column; a reference CSV "
-                "needs wsi_file_name, patient_id and one rna_<GENE> column per gene"
-            )
-    rna_columns = [c for c in table.columns if str(c).startswith("rna_")]
-    if not rna_columns:
-        raise CLIError(
-            f"{option} {str(path)!r} has no rna_<GENE> column (found "
-            f"{list(table.columns)[:5]!r}...); name expression columns rna_<GENE>"
-        )
-    table["wsi_file_name"] = table["wsi_file_name"].astype(str)
-    table["patient_id"] = table["patient_id"].astype(str)
-    genes = [c[len("rna_"):] for c in rna_columns]
+    genes = [str(g) for g in reference.gene_names]
+    table = reference.Y.add_prefix("rna_").reset_index(drop=True)
+    table.insert(0, "patient_id", [str(p) for p in reference.patient_ids])
+    table.insert(0, "wsi_file_name", [str(s) for s in reference.slides])
     return table, genes
 
 

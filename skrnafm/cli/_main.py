@@ -32,7 +32,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keep the line breaks of descriptions and show meaningful defaults.
 
     Defaults that are None, False or empty are left out, because they mean
-    "not set" and "(default: None)" tells the reader nothing.
+    "not set" and "(default: None)" adds no information.
     """
 
     def _get_help_string(self, action):
@@ -57,7 +57,7 @@ def _add_common_options(parser):
         "--verbose",
         action="count",
         default=1,
-        help="more output; repeat for debug logging",
+        help="more log output: -v adds the library's messages, -vv debug messages",
     )
     group.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bars and no log messages"
@@ -97,15 +97,24 @@ def build_parser():
 
 
 def _configure_logging(verbosity):
-    """Send skrnafm's log records to stderr without touching the root logger."""
+    """Send skrnafm's log records to stderr without touching the root logger.
+
+    Verbosity 1 (the default) shows the CLI's own messages and warnings from
+    the library; 2 adds the library's information messages (one per slide
+    and fold); 3 adds debug messages.
+    """
     package_logger = logging.getLogger("skrnafm")
+    cli_logger = logging.getLogger("skrnafm.cli")
     if verbosity <= 0:
-        level = logging.WARNING
+        package_level = cli_level = logging.WARNING
     elif verbosity == 1:
-        level = logging.INFO
+        package_level, cli_level = logging.WARNING, logging.INFO
+    elif verbosity == 2:
+        package_level = cli_level = logging.INFO
     else:
-        level = logging.DEBUG
-    package_logger.setLevel(level)
+        package_level = cli_level = logging.DEBUG
+    package_logger.setLevel(package_level)
+    cli_logger.setLevel(cli_level)
     if not any(getattr(h, "_skrnafm_cli", False) for h in package_logger.handlers):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
