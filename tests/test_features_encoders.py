@@ -18,6 +18,16 @@ from skrnafm.features import (
 IMAGENET_CATS = range(281, 286)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def single_torch_thread():
+    """Run the encoder on one thread: on a busy shared machine a two-thread
+    OpenMP team can run many times slower than one thread."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def lite0():
     return EfficientNetLite0Encoder()

@@ -263,10 +263,22 @@ def _encode_batches(batches, encoder, device, dtype, *, total, verbose, label):
     )
 
 
-def _run_chunk(job, sources, positions):
-    """Featurize several slides with one encoder; used by worker processes."""
-    encoder, device, dtype = job.prepare()
-    return [(position, job.run(source, encoder, device, dtype)) for position, source in zip(positions, sources)]
+def _run_chunk(job, sources, positions, n_chunks):
+    """Featurize several slides with one encoder; runs in a joblib worker."""
+    # torch's thread count is per thread, and several chunks may share one
+    # machine, so each takes its share of the worker machine's cores.
+    # NOTE: on a multi-machine Dask cluster n_jobs counts the threads of all
+    # machines, so a chunk may get fewer threads than its machine could give.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_chunks))
+    try:
+        encoder, device, dtype = job.prepare()
+        return [
+            (position, job.run(source, encoder, device, dtype))
+            for position, source in zip(positions, sources)
+        ]
+    finally:
+        torch.set_num_threads(previous)
 
 
 class WSIFeaturizer(TransformerMixin, BaseEstimator):
@@ -312,8 +324,8 @@ class WSIFeaturizer(TransformerMixin, BaseEstimator):
         Parallel slide workers through joblib. The slides are split into
         ``n_jobs`` contiguous chunks and each worker loads the encoder
         once. Under ``joblib.parallel_config(backend="dask")`` the chunks
-        run on a Dask cluster. Each worker process limits its torch
-        threads to its share of the cores.
+        run on a Dask cluster. Each chunk runs torch on
+        ``cpu_count // n_jobs`` threads of the machine it runs on.
     num_workers : int, default=1
         Tile reader threads per slide; 0 reads in the encoding thread.
         One thread keeps a CPU encoder busy; more help with fast GPUs.
@@ -466,10 +478,13 @@ class WSIFeaturizer(TransformerMixin, BaseEstimator):
         return output
 
     def _transform_parallel(self, job, sources, n_jobs):
+        # NOTE: process-based backends (loky, Dask) do not forward warnings
+        # raised inside workers, such as the reader's warning about single
+        # unreadable tiles. Failed slides are still warned about by transform.
         chunks = np.array_split(np.arange(len(sources)), n_jobs)
         logger.info("Featurizing %d slides in %d parallel chunks", len(sources), len(chunks))
         results = joblib.Parallel(n_jobs=n_jobs, verbose=max(0, self.verbose - 1))(
-            joblib.delayed(_run_chunk)(job, [sources[i] for i in chunk], chunk.tolist())
+            joblib.delayed(_run_chunk)(job, [sources[i] for i in chunk], chunk.tolist(), n_jobs)
             for chunk in chunks
             if len(chunk)
         )
