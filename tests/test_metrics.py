@@ -203,6 +203,13 @@ def test_top_k_honest_uses_ranking():
     assert summary.loc["top2", "mean_r_test_ranked"] == pytest.approx(0.85)
 
 
+def test_top_k_all_nan_ranking_gives_nan_honest():
+    summary = top_k_summary(np.array([0.9, 0.1, 0.5]), ranking_scores=np.full(3, np.nan), k=1)
+
+    assert np.isnan(summary.loc["top1", "mean_r_honest"])
+    assert summary.loc["top1", "mean_r_test_ranked"] == pytest.approx(0.9)
+
+
 def test_top_k_counts_constant_genes(paired):
     table = gene_metrics_table(*paired)
 
@@ -421,6 +428,24 @@ def test_cv_predict_std_and_validation_ranking():
     np.testing.assert_array_equal(result.ranking_scores[0], np.arange(Y.shape[1]))
 
 
+class _UnscoredRegressor(_StdRegressor):
+    """Regressor whose validation scores are all NaN, as without a validation split."""
+
+    def fit(self, X, Y, groups=None):
+        super().fit(X, Y, groups)
+        self.gene_validation_score_ = np.full(Y.shape[1], np.nan)
+        return self
+
+
+def test_cv_predict_all_nan_validation_uses_inner_split():
+    X, Y, groups = _cohort()
+
+    result = cross_val_predict_genes(_UnscoredRegressor(), X, Y, groups=groups, cv=3)
+
+    assert not np.isnan(result.ranking_scores[0]).any()
+    assert not result.summary["mean_r_honest"].isna().any()
+
+
 def test_cv_predict_passes_groups_to_fit():
     X, Y, groups = _cohort()
     estimator = _StdRegressor(require_groups=True)
@@ -434,7 +459,7 @@ def test_cv_predict_passes_groups_to_fit():
 def test_cv_predict_validation_ranking_missing_raises():
     X, Y, groups = _cohort()
 
-    with pytest.raises(ValueError, match="no gene_validation_score_"):
+    with pytest.raises(ValueError, match="no usable gene_validation_score_"):
         cross_val_predict_genes(Ridge(), X, Y, groups=groups, cv=3, ranking="validation_score")
 
 

@@ -105,7 +105,7 @@ def cross_val_predict_genes(
         "inner_split" fits one more clone on 80% of the training fold
         (grouped when ``groups`` is given) and ranks genes by its r on the
         other 20%. "auto" uses the validation score when the fitted
-        estimator has one, else the inner split. None skips the honest
+        estimator has one that is not all NaN, else the inner split. None skips the honest
         summary.
     n_jobs : int, default=None
         Folds fitted in parallel (joblib).
@@ -252,12 +252,18 @@ def _training_ranking(estimator, X, Y, groups, train, ranking, seed):
     if ranking is None:
         return None
     validation_score = getattr(_final_estimator(estimator), "gene_validation_score_", None)
+    if validation_score is not None:
+        validation_score = np.asarray(validation_score, dtype=np.float64)
+        if np.isnan(validation_score).all():
+            # Fitted without a validation split: no gene was scored.
+            validation_score = None
     if ranking in ("auto", "validation_score") and validation_score is not None:
-        return np.asarray(validation_score, dtype=np.float64)
+        return validation_score
     if ranking == "validation_score":
         raise ValueError(
-            f"{type(_final_estimator(estimator)).__name__} has no gene_validation_score_ "
-            "after fit; use ranking='inner_split' or 'auto'"
+            f"{type(_final_estimator(estimator)).__name__} has no usable "
+            "gene_validation_score_ after fit (missing or all NaN); use "
+            "ranking='inner_split' or 'auto'"
         )
 
     train_groups = None if groups is None else groups[train]

@@ -244,8 +244,10 @@ def top_k_summary(scores, *, ranking_scores=None, k=None):
         Test Pearson r per gene, or a table from :func:`gene_metrics_table`
         (its ``pearson_r`` column is used).
     ranking_scores : array-like of shape (n_genes,), default=None
-        Training-only gene scores, higher is better. NaN ranks last.
-        Without it the ``mean_r_honest`` column is left out.
+        Training-only gene scores, higher is better. NaN ranks last, and
+        all-NaN scores (a model fitted without a validation split) give NaN
+        honest top-k values. Without it the ``mean_r_honest`` column is
+        left out.
     k : int or sequence of int, default=None
         Top-k sizes. None uses (20, 50, 100, 200, 500, 1000) and silently
         skips sizes above the number of genes. An explicit ``k`` larger than
@@ -288,7 +290,10 @@ def top_k_summary(scores, *, ranking_scores=None, k=None):
         honest_order = _ranking_order(ranking_scores, n_genes)
         rows["all"]["mean_r_honest"] = scores.mean()
         for size in ks:
-            rows[f"top{size}"]["mean_r_honest"] = scores[honest_order[:size]].mean()
+            if honest_order is None:
+                rows[f"top{size}"]["mean_r_honest"] = np.nan
+            else:
+                rows[f"top{size}"]["mean_r_honest"] = scores[honest_order[:size]].mean()
 
     summary = pd.DataFrame.from_dict(rows, orient="index")
     summary["n_genes"] = summary["n_genes"].astype(np.int64)
@@ -317,6 +322,9 @@ def _ranking_order(ranking_scores, n_genes):
             f"ranking_scores has {ranking.size} entries but scores has {n_genes}; "
             "pass one training-data score per gene"
         )
+    if np.isnan(ranking).all():
+        # No gene was scored (e.g. a model fitted without a validation split).
+        return None
     ranking = np.where(np.isnan(ranking), -np.inf, ranking)
     return np.argsort(-ranking, kind="stable")
 
