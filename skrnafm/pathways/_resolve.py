@@ -197,9 +197,9 @@ def resolve_gene_sets(
         index = _index_by_position(raw_sets, n_genes, origin, min_size, max_size)
     else:
         gene_sets = load_gene_sets(pathways, gene_names=gene_names, exclude=exclude)
-        origin = pathways if isinstance(pathways, str) else type(pathways).__name__
+        origin = "the gene-set mapping" if isinstance(pathways, Mapping) else str(pathways)
         index = _index_by_symbol(
-            gene_sets, gene_names, str(origin), min_size, max_size, case_sensitive
+            gene_sets, gene_names, origin, min_size, max_size, case_sensitive
         )
 
     _warn_about_background(index)
