@@ -469,3 +469,31 @@ def test_cv_predict_rejects_overlapping_folds():
 
     with pytest.raises(ValueError, match="tested more than once"):
         cross_val_predict_genes(Ridge(), X, Y, cv=folds)
+
+
+# --- real TCGA reference data ----------------------------------------------
+
+
+def test_table_on_tcga_reference_slides(tcga_dir):
+    frame = pd.read_csv(tcga_dir / "tcga_brca_reference_5_slides.csv")
+    gene_columns = [c for c in frame.columns if c.startswith("rna_")]
+    Y = frame[gene_columns].to_numpy(dtype=float)
+    rng = np.random.default_rng(0)
+    Y_pred = Y + rng.normal(scale=Y.std(axis=0) + 0.1, size=Y.shape)
+    constant = np.all(Y == Y[0], axis=0)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = gene_metrics_table(Y, Y_pred, gene_names=gene_columns)
+
+    assert len(table) == 20820
+    assert constant.sum() > 0
+    assert (table["pearson_r"].to_numpy()[constant] == 0).all()
+    assert not table["pearson_r"].isna().any()
+    np.testing.assert_allclose(
+        table["q_value"], stats.false_discovery_control(table["p_value"], method="bh")
+    )
+    for gene in np.flatnonzero(~constant)[:50]:
+        expected = stats.pearsonr(Y[:, gene], Y_pred[:, gene])
+        assert table["pearson_r"].iloc[gene] == pytest.approx(expected.statistic, abs=1e-12)
+        assert table["p_value"].iloc[gene] == pytest.approx(expected.pvalue, rel=1e-9)
