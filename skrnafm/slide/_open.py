@@ -105,8 +105,8 @@ def _open_path(path, *, mpp, backend):
             )
         if extension in _SLIDE_EXTENSIONS:
             # A vendor slide that OpenSlide rejects has lost a directory or a
-            # vendor marker; reading its first page as a plain TIFF would give
-            # a wrong image (an SVS without its pyramid, or a partial one).
+            # vendor marker. Reading its first page as a plain TIFF would give
+            # a wrong image, such as an SVS without its pyramid.
             raise UnsupportedSlideError(
                 f"{path!r} is a TIFF with a slide extension ({extension}) that OpenSlide "
                 f"{openslide.__library_version__} does not recognise: the file is "

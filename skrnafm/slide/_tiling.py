@@ -16,9 +16,9 @@ from ._tissue import detect_tissue
 logger = logging.getLogger(__name__)
 
 # A tile whose read size is within 2% of the output size is read at the
-# output size and not resized. Scanners differ by about 1% (0.499 or 0.5027
-# µm/px for "20x"), and resizing for that would blur every tile and cost
-# time. The scale actually used is stored in TileGrid.effective_mpp.
+# output size and not resized. Scans sold as 20x record values near, not at,
+# 0.5 µm/px (the CMU-1 Aperio slide records 0.499), and resizing for that
+# would blur every tile and cost time. The scale actually used is stored in TileGrid.effective_mpp.
 RESIZE_TOLERANCE = 0.02
 
 # Longer side of the tissue mask in pixels (or the slide's, if smaller). A
@@ -281,8 +281,8 @@ def tile_slide(
     tissue = np.bincount(pixel_tile, weights=mask.ravel(), minlength=n_cells)
     fraction = np.minimum(tissue / max(full_area, 1.0), 1.0)
 
-    # bincount sums in float64, and squares of values up to 255 are exact in
-    # float32, so the variance below does not lose precision.
+    # bincount accumulates in float64, so summing millions of float32 squares
+    # keeps the precision the variance below needs.
     grey = grey.ravel()
     grey_sum = np.bincount(pixel_tile, weights=grey, minlength=n_cells)
     grey_square = np.bincount(pixel_tile, weights=grey * grey, minlength=n_cells)
