@@ -355,6 +355,29 @@ def test_make_gene_scorer_top_k():
     assert score == pytest.approx(np.sort(r)[-3:].mean())
 
 
+def test_make_gene_scorer_crps_gaussian():
+    X, Y, groups = _cohort()
+    model = _StdRegressor().fit(X, Y)
+    mean, std = model.predict(X, return_std=True)
+
+    score = make_gene_scorer("crps_gaussian")(model, X, Y)
+    scores = cross_val_score(
+        make_pipeline(StandardScaler(), _StdRegressor()), X, Y, groups=groups,
+        cv=GroupKFold(3), scoring=make_gene_scorer("crps_gaussian"),
+    )
+
+    assert score == pytest.approx(-crps_gaussian(Y, mean, std))
+    assert np.all(scores < 0)
+
+
+def test_make_gene_scorer_crps_needs_return_std():
+    X, Y, _ = _cohort()
+    model = Ridge().fit(X, Y)
+
+    with pytest.raises(ValueError, match="Ridge does not support"):
+        make_gene_scorer("crps_gaussian")(model, X, Y)
+
+
 def test_make_gene_scorer_rejects_unknown_metric():
     with pytest.raises(ValueError, match="metric must be one of"):
         make_gene_scorer("spearman")

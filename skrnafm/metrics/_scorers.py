@@ -1,11 +1,14 @@
 """Scorer objects for ``cross_val_score`` and ``GridSearchCV``."""
 
+import inspect
+
 import numpy as np
 from sklearn.metrics import make_scorer
 
 from ._gene import check_gene_matrices, mean_pearson_per_gene, rmse_per_gene
+from ._probabilistic import crps_gaussian
 
-_METRICS = ("pearson_r", "rmse", "rmse_over_mean", "rmse_over_iqr")
+_METRICS = ("pearson_r", "rmse", "rmse_over_mean", "rmse_over_iqr", "crps_gaussian")
 
 
 def mean_rmse_per_gene(Y_true, Y_pred, *, normalize=None):
@@ -31,14 +34,32 @@ def mean_rmse_per_gene(Y_true, Y_pred, *, normalize=None):
     return float(np.mean(rmse[defined] / scale[defined]))
 
 
+def _negative_crps_gaussian(estimator, X, Y):
+    """Score ``predict(X, return_std=True)`` by minus the mean Gaussian CRPS."""
+    final = estimator[-1] if hasattr(estimator, "steps") else estimator
+    if "return_std" not in inspect.signature(final.predict).parameters:
+        raise ValueError(
+            f"metric='crps_gaussian' needs predict(X, return_std=True), which "
+            f"{type(final).__name__} does not support; use a point metric such as 'rmse'"
+        )
+    mean, std = estimator.predict(X, return_std=True)
+    Y_true, mean = check_gene_matrices(Y, mean)
+    _, std = check_gene_matrices(Y_true, std, names=("Y_true", "std"))
+    return -crps_gaussian(Y_true, mean, std)
+
+
 def make_gene_scorer(metric="pearson_r", *, top_k=None):
     """Make a scorer from a per-gene metric, for ``scoring=`` in model selection.
 
     Parameters
     ----------
-    metric : {"pearson_r", "rmse", "rmse_over_mean", "rmse_over_iqr"}, default="pearson_r"
+    metric : {"pearson_r", "rmse", "rmse_over_mean", "rmse_over_iqr", \
+"crps_gaussian"}, default="pearson_r"
         Per-gene metric averaged over genes. Error metrics are negated, so
-        that greater is better as scikit-learn expects.
+        that greater is better as scikit-learn expects. ``"crps_gaussian"``
+        scores the predictive distribution: it calls
+        ``predict(X, return_std=True)`` and treats each prediction as a
+        Gaussian (see :func:`crps_gaussian`).
     top_k : int, default=None
         With ``metric="pearson_r"``, average over the k genes with the
         highest r on the scored fold (the optimistic, test-ranked top k
@@ -68,6 +89,8 @@ def make_gene_scorer(metric="pearson_r", *, top_k=None):
 
     if metric == "pearson_r":
         return make_scorer(mean_pearson_per_gene, top_k=top_k)
+    if metric == "crps_gaussian":
+        return _negative_crps_gaussian
     normalize = {"rmse": None, "rmse_over_mean": "mean", "rmse_over_iqr": "iqr"}[metric]
     return make_scorer(mean_rmse_per_gene, greater_is_better=False, normalize=normalize)
 
