@@ -12,6 +12,7 @@ from ._base import BaseSlide
 from ._image import ImageSlide, is_tiff
 from ._openslide import OpenSlideSlide
 from ._region import RegionSlide, SlideRegion
+from ._resolution import validate_mpp
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +157,8 @@ def open_slide(path_or_region, *, mpp=None, backend="auto"):
     UnsupportedSlideError
         If the path is a directory, or the file is neither a slide nor an
         image that can be read, or is truncated.
+    ValueError
+        If ``mpp`` is not a positive number or ``backend`` is unknown.
 
     Examples
     --------
@@ -166,6 +169,8 @@ def open_slide(path_or_region, *, mpp=None, backend="auto"):
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
+    if mpp is not None:
+        mpp = validate_mpp(mpp)
     if isinstance(path_or_region, BaseSlide):
         raise TypeError(
             f"open_slide expects a path or SlideRegion, got an open slide {path_or_region!r}."
