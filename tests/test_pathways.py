@@ -68,6 +68,13 @@ def test_load_gmt_reads_sets(tmp_path):
     assert sets == {"kinase": ["CDK1", "CDK2"], "p53": ["TP53", "MDM2"]}
 
 
+def test_load_gmt_skips_byte_order_mark(tmp_path):
+    path = tmp_path / "bom.gmt"
+    path.write_bytes("\ufeffa\td\tX\tY\n".encode("utf-8"))
+
+    assert load_gene_sets(path) == {"a": ["X", "Y"]}
+
+
 def test_load_gmt_duplicate_name_raises(tmp_path):
     path = _write_gmt(tmp_path / "dup.gmt", ["a\td\tX", "b\td\tY", "a\td\tZ"])
 

@@ -134,10 +134,13 @@ def _read_source(source):
 
 
 def _read_gmt(path):
-    """Read a GMT file; a repeated set name raises because merging would guess."""
+    """Read a GMT file; a repeated set name raises because merging would guess.
+
+    A UTF-8 byte-order mark, as some spreadsheet programs write, is skipped.
+    """
     gene_sets = {}
     first_line = {}
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8-sig") as handle:
         for line_number, line in enumerate(handle, start=1):
             line = line.rstrip("\r\n")
             if not line.strip():
@@ -163,7 +166,7 @@ def _read_gmt(path):
 
 def _read_json(path):
     opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as handle:
+    with opener(path, "rt", encoding="utf-8-sig") as handle:
         data = json.load(handle)
     if not isinstance(data, dict):
         raise ValueError(
