@@ -3,6 +3,7 @@
 import contextlib
 import logging
 import os
+import threading
 import time
 import warnings
 from numbers import Integral, Real
@@ -30,15 +31,17 @@ _PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.floa
 # transform calls (cross-validation folds, Dask tasks on one worker) load
 # the weights once.
 _ENCODER_MEMO = {}
+_ENCODER_MEMO_LOCK = threading.Lock()
 
 
 def _build_encoder(spec):
-    if isinstance(spec, str):
+    if not isinstance(spec, str):
+        return get_encoder(spec)
+    with _ENCODER_MEMO_LOCK:
         if spec not in _ENCODER_MEMO:
             _ENCODER_MEMO.clear()
             _ENCODER_MEMO[spec] = get_encoder(spec)
         return _ENCODER_MEMO[spec]
-    return get_encoder(spec)
 
 
 def _bf16_supported(device):
