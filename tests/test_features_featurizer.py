@@ -372,3 +372,14 @@ def test_featurizer_sklearn_api_checks(check_name):
 
     check = getattr(estimator_checks, check_name)
     check("WSIFeaturizer", WSIFeaturizer())
+
+
+def test_cache_unwritable_dir_still_returns(cmu_slide, tmp_path, caplog):
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("a file where the cache directory should be")
+
+    with caplog.at_level("WARNING", logger="skrnafm.features._featurizer"):
+        (item,) = WSIFeaturizer(cache_dir=blocker / "cache", max_tiles=2).transform([cmu_slide])
+
+    assert item.n_tiles == 2
+    assert "Could not write cache file" in caplog.text

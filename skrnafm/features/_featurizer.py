@@ -175,7 +175,11 @@ class _SlideJob:
             )
 
         if path is not None:
-            write_cache(path, key, features, coords, meta)
+            try:
+                write_cache(path, key, features, coords, meta)
+            except OSError as exc:
+                # A full or read-only cache directory costs reruns, not results.
+                logger.warning("Could not write cache file %s for %s: %s", path, label, exc)
         return self._embeddings(label, encoder, features, coords, meta, from_cache=False)
 
     def _embeddings(self, label, encoder, features, coords, meta, *, from_cache):
