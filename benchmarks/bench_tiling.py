@@ -230,7 +230,7 @@ def write_report(output, memory_rows, speed_rows, command, wall_seconds):
         "tile, and that decode counts in the grid time. CPU time is the process's user "
         "and system time while reading, which shared cores inflate less than wall time. "
         "OpenSlide decodes the generated slides' deflate tiles through libtiff's RGBA "
-        "interface, which is slower than the JPEG tiles of most scanned slides (CMU-1).",
+        "interface, which is slower than reading the JPEG tiles of the CMU-1 slide.",
         "",
         "| slide | size (px) | read | tiles | grid s | tiles/s | wall ms per tile "
         "| CPU ms per tile | peak MiB |",
@@ -253,8 +253,8 @@ def write_report(output, memory_rows, speed_rows, command, wall_seconds):
             lines += [
                 "",
                 f"A plain JPEG cannot be read in parts, so the HER2ST image is decoded whole: "
-                f"{decoded:.0f} MiB of RGB pixels, plus Pillow's own copy while decoding, "
-                "which explains its higher peak.",
+                f"{decoded:.0f} MiB of RGB pixels, plus Pillow's working copies while decoding, "
+                "hence its higher peak.",
             ]
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     Path(output).write_text("\n".join(lines) + "\n", encoding="utf-8")
