@@ -36,13 +36,14 @@ from _common import (  # noqa: E402
     environment_lines,
     fit_predict,
     limit_threads,
+    predictive_interval,
     score_fold,
     summary_table,
     to_markdown,
 )
 
 from skrnafm.datasets import make_synthetic_cohort  # noqa: E402
-from skrnafm.metrics import crps_ensemble, gaussian_interval, sample_interval  # noqa: E402
+from skrnafm.metrics import crps_ensemble, crps_gaussian  # noqa: E402
 
 TRUTH_COLUMNS = {
     **COLUMNS,
@@ -99,12 +100,10 @@ def truth_scores(truth, test, prediction, Y_test, random_state):
         truth.base_mean[test], truth.noise_std[test], truth.subtype_shift, truth.subtype_probability[test]
     )
     row = {"r_vs_true_mean": float(np.mean(pearson_per_gene(fold_truth.mean, prediction["mean"])))}
-    if "draws" in prediction:
-        lower, upper = sample_interval(prediction["draws"], 0.9)
-    elif "std" in prediction:
-        lower, upper = gaussian_interval(prediction["mean"], prediction["std"], 0.9)
-    else:
+    interval = predictive_interval(prediction)
+    if interval is None:
         return row
+    lower, upper = interval
     row["true_coverage90"] = float(fold_truth.interval_coverage(lower, upper).mean())
 
     truth_draws = fold_truth.sample(N_TRUTH_DRAWS, random_state=random_state)
@@ -113,8 +112,6 @@ def truth_scores(truth, test, prediction, Y_test, random_state):
         if "draws" in prediction:
             crps.append(crps_ensemble(values, prediction["draws"]))
         else:
-            from skrnafm.metrics import crps_gaussian
-
             crps.append(crps_gaussian(values, prediction["mean"], np.maximum(prediction["std"], 1e-12)))
     row["expected_crps"] = float(np.mean(crps))
     return row
@@ -130,7 +127,7 @@ def main(argv=None):
         default="rnaflow,ridge,he2rna,trnasformer,sequoia",
         help="comma-separated models: rnaflow, ridge, he2rna, trnasformer, sequoia",
     )
-    parser.add_argument("--max-epochs", type=int, default=15, help="epoch limit of the torch models")
+    parser.add_argument("--max-epochs", type=int, default=40, help="epoch limit of the torch models")
     parser.add_argument("--n-draws", type=int, default=10, help="predictive draws per slide")
     parser.add_argument("--threads", type=int, default=None, help="torch and BLAS threads (default: library default)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the cohort and the models")
@@ -158,8 +155,6 @@ def main(argv=None):
             "fit_seconds": 0.0,
             "predict_seconds": 0.0,
         }
-        oracle_draws = data.truth.sample(args.n_draws, random_state=1000 + fold)[:, test]
-        oracle["draws"] = oracle_draws.astype(np.float64)
         predictions = {"oracle (true distribution)": oracle}
 
         for name, model in build_models(names, data.n_tokens, args.max_epochs, args.seed).items():
@@ -197,7 +192,7 @@ def write_page(args, data, table, env, wall):
     extra = [
         f"--{name.replace('_', '-')} {value}"
         for name, value in (("n_patients", args.n_patients), ("n_genes", args.n_genes), ("max_epochs", args.max_epochs))
-        if value is not None and value != {"n_patients": 150, "max_epochs": 15}.get(name)
+        if value is not None and value != {"n_patients": 150, "max_epochs": 40}.get(name)
     ]
     if args.threads is not None:
         extra.append(f"--threads {args.threads}")
