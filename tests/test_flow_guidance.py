@@ -6,6 +6,16 @@ import torch
 from skrnafm.flow import ClassifierFreeGuidance, guided_velocity, integrate
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # These tensors are tiny: with several threads the OpenMP synchronisation
+    # costs more than the work, by 25x on a busy 2-core machine.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 class RecordingModel:
     """Velocity ``cond + t * x`` that records which conditions it was called with."""
 

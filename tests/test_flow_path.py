@@ -6,6 +6,16 @@ import torch
 from skrnafm.flow import LinearPath
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # These tensors are tiny: with several threads the OpenMP synchronisation
+    # costs more than the work, by 25x on a busy 2-core machine.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def test_linear_path_endpoints():
     x0 = torch.randn(4, 6)
     x1 = torch.randn(4, 6)

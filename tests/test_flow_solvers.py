@@ -23,6 +23,16 @@ ORDERS = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
 TOLERANCE_20_STEPS = {"euler": 5e-2, "midpoint": 2e-3, "heun": 2e-3, "rk4": 5e-7}
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # These tensors are tiny: with several threads the OpenMP synchronisation
+    # costs more than the work, by 25x on a busy 2-core machine.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def linear_field(x, t):
     return x @ A.T
 

@@ -114,12 +114,12 @@ class _Attention(nn.Module):
         batch, n_tokens, dim = x.shape
         qkv = self.qkv(x).reshape(batch, n_tokens, 3, self.n_heads, dim // self.n_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        if x.device.type == "cpu":
+        dtype = q.dtype
+        if x.device.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
             # PyTorch's CPU flash attention is as fast in fp32 as in bf16
-            # forward and faster backward (benchmarks/bench_flow.py), and
-            # fp32 keeps the softmax exact.
+            # forward and faster backward (benchmarks/bench_flow.py).
             q, k, v = q.float(), k.float(), v.float()
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask).to(dtype)
         return self.proj(out.transpose(1, 2).reshape(batch, n_tokens, dim))
 
 
@@ -336,10 +336,15 @@ class VelocityNet(nn.Module):
         self.register_buffer("padded_index", torch.from_numpy(flat_index), persistent=False)
 
         self.register_buffer("background_index", torch.from_numpy(background), persistent=False)
-        self.background_mlp = _Mlp(max(len(background), 1), hidden, hidden)
-        self.background_head = nn.Linear(hidden, len(background))
-        nn.init.zeros_(self.background_head.weight)
-        nn.init.zeros_(self.background_head.bias)
+        if len(background):
+            self.background_mlp = _Mlp(len(background), hidden, hidden)
+            self.background_head = nn.Linear(hidden, len(background))
+            nn.init.zeros_(self.background_head.weight)
+            nn.init.zeros_(self.background_head.bias)
+        else:
+            # Without background genes the token carries only its learned embedding.
+            self.background_mlp = None
+            self.background_head = None
 
         # A gene's output is the mean over the sets (and background) that contain it.
         counts = np.bincount(flat_index[flat_valid], minlength=self.n_genes + 1)[: self.n_genes]
@@ -457,11 +462,10 @@ class VelocityNet(nn.Module):
             set_hidden = torch.baddbmm(self.set_hidden_bias, self.set_hidden_weight, set_hidden)
         set_tokens = set_hidden.permute(2, 0, 1)  # (batch, P, H)
 
-        if len(self.background_index):
-            background = x_t.index_select(1, self.background_index)
+        if self.background_mlp is not None:
+            background_token = self.background_mlp(x_t.index_select(1, self.background_index)).unsqueeze(1)
         else:
-            background = x_t.new_zeros(batch, 1)
-        background_token = self.background_mlp(background).unsqueeze(1)
+            background_token = set_tokens.new_zeros(batch, 1, self.hidden_dim)
         return torch.cat([set_tokens.to(background_token.dtype), background_token], dim=1) + self.set_embedding
 
     def _project_genes(self, tokens, c_act, out_dtype):
@@ -484,7 +488,7 @@ class VelocityNet(nn.Module):
                 gene_rows = gene_rows.index_add(0, self.padded_index, torch.cat(out_parts).to(out_dtype))
         velocity = gene_rows[: self.n_genes].t()
 
-        if len(self.background_index):
+        if self.background_head is not None:
             background = self.background_head(tokens[:, self.n_sets]).to(out_dtype)
             velocity = velocity.index_add(1, self.background_index, background)
         return velocity * self.inverse_count.to(out_dtype)
