@@ -153,6 +153,16 @@ def main(argv=None):
         )
     rss_after_cmu = peak_rss_mib()
 
+    # On a shared machine a full-width OpenMP team can stall; one thread
+    # shows how much of the gap is contention.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    one_thread_runs = [run_slide(WSIFeaturizer(), cmu) for _ in range(args.repeats)]
+    torch.set_num_threads(threads)
+    one_thread_wall = statistics.median(wall for _, wall in one_thread_runs)
+    one_thread_rate = one_thread_runs[0][0].n_tiles / one_thread_wall
+    print(f"CMU slide, precision=auto, 1 torch thread: {one_thread_rate:.1f} tiles/s end to end")
+
     auto_item = cmu_runs["auto"][0]
     fp32_item = cmu_runs["fp32"][0]
     np.testing.assert_array_equal(auto_item.coords, fp32_item.coords)
@@ -198,6 +208,8 @@ def main(argv=None):
             f"{item.n_tiles / wall:.1f} tiles/s, {wall:.2f} s, encoder {100 * share:.0f}% of wall |"
         )
     lines += [
+        f"| CMU slide end to end, precision=auto, 1 torch thread | {one_thread_rate:.1f} tiles/s, "
+        f"{one_thread_wall:.2f} s |",
         f"| bf16 vs fp32 features, cosine per tile (CMU) | min {cosine.min():.5f}, "
         f"mean {cosine.mean():.5f} |",
         f"| HER2ST section C2.jpg (mpp=0.69), {her2st_item.n_tiles} tiles | "

@@ -383,3 +383,17 @@ def test_cache_unwritable_dir_still_returns(cmu_slide, tmp_path, caplog):
 
     assert item.n_tiles == 2
     assert "Could not write cache file" in caplog.text
+
+
+class _NaNNet(torch.nn.Module):
+    def forward(self, x):
+        return torch.full((x.shape[0], 3), float("nan"))
+
+
+def test_featurizer_nan_embeddings_raise(cmu_slide):
+    from skrnafm.features import ModuleEncoder
+
+    encoder = ModuleEncoder(_NaNNet(), output_dim=3, input_size=16, name="nan_net")
+
+    with pytest.raises(FloatingPointError, match=r"'nan_net'.*cmu-1-small-region.*precision='fp32'"):
+        WSIFeaturizer(encoder=encoder, on_error="warn", max_tiles=2).transform([cmu_slide])
