@@ -410,3 +410,34 @@ def test_no_warning_on_clean_read(cmu_slide):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             list(iter_tile_batches(slide, grid))
+
+
+def test_corrupt_block_with_reader_threads(tmp_path):
+    import dataclasses
+    import threading
+
+    image = make_tissue_image(1024, 1024)
+    path = write_pyramid_tiff(tmp_path / "shared.tif", image, mpp=0.5, downsamples=(1, 4))
+    with open_slide(path) as slide:
+        grid = tile_slide(slide, tile_size=128)
+    corrupt_tiff_tiles(path, [5, 6])
+
+    counts, errors = [], []
+
+    def read_share(slide, share):
+        try:
+            counts.append(sum(len(t) for t, _ in iter_tile_batches(slide, share, batch_size=4)))
+        except Exception as exc:  # any error here is the failure under test
+            errors.append(exc)
+
+    # Warning filters are process-wide, so they are set once around the threads.
+    with open_slide(path) as slide, warnings.catch_warnings():
+        warnings.simplefilter("ignore", SlideReadWarning)
+        shares = [dataclasses.replace(grid, coords=grid.coords[i::2]) for i in range(2)]
+        threads = [threading.Thread(target=read_share, args=(slide, s)) for s in shares]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    assert 0 < sum(counts) < grid.n_tiles
