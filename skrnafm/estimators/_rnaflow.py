@@ -267,13 +267,28 @@ history_, fit_notes_, n_epochs_, best_epoch_, validation_indices_
                 f"condition_dim={self.condition_dim!r} must be a multiple of n_heads={self.n_heads!r}."
             )
         gene_names = None if self.gene_names_ is None else list(self.gene_names_)
-        self.gene_sets_ = resolve_gene_sets(
-            self.pathways,
-            gene_names,
-            self.n_genes_,
-            Y=targets_std,
-            random_state=self._random_seed,
-        )
+        try:
+            self.gene_sets_ = resolve_gene_sets(
+                self.pathways,
+                gene_names,
+                self.n_genes_,
+                Y=targets_std,
+                random_state=self._random_seed,
+            )
+        except ValueError as exc:
+            if gene_names is not None:
+                raise
+            raise ValueError(
+                f"{exc}. {type(self).__name__} takes gene names from the columns of y, "
+                "so pass y as a pandas DataFrame with gene symbols as column names."
+            ) from exc
+        if self.pathways is not None and self.gene_sets_.n_sets == 0:
+            raise ValueError(
+                f"No gene of pathways={self.pathways!r} matched the {self.n_genes_} target genes "
+                f"(first targets: {gene_names[:3] if gene_names else 'unnamed columns'}). Use the "
+                "same gene identifiers in y and in the gene sets, or pass pathways=None to learn "
+                "gene groups from the targets."
+            )
         self.spread_scale_ = np.ones(self.n_genes_)
         self.validation_coverage_ = np.nan
         self.calibrated_coverage_ = np.nan
