@@ -13,6 +13,8 @@ from skrnafm.features import (
     TimmEncoder,
     get_encoder,
 )
+from skrnafm.features._efficientnet import EfficientNetLite0
+from skrnafm.features._weights import read_state_dict
 
 # ImageNet-1k classes 281-285 are the domestic cats (tabby ... Egyptian cat).
 IMAGENET_CATS = range(281, 286)
@@ -35,7 +37,8 @@ def lite0():
 
 @pytest.fixture(scope="module")
 def lite0_state(lite0):
-    return {key: value.clone() for key, value in lite0.backbone.state_dict().items()}
+    """The bundled weight file's state dict (before batch-norm folding)."""
+    return read_state_dict(lite0.weights_path)
 
 
 def test_efficientnet_classifies_cat(lite0):
@@ -60,6 +63,20 @@ def test_efficientnet_output_shape(lite0):
     assert batch.dtype == torch.float32
     assert features.shape == (3, 1280)
     assert lite0.output_dim == 1280
+
+
+def test_efficientnet_folded_batchnorm_same_output(lite0, lite0_state):
+    unfolded = EfficientNetLite0()
+    unfolded.load_state_dict(lite0_state)
+    unfolded.eval()
+    tiles = np.random.default_rng(1).integers(0, 256, size=(2, 224, 224, 3), dtype=np.uint8)
+    batch = lite0.transform(tiles)
+
+    with torch.no_grad():
+        expected = unfolded.forward_features(batch)
+        features = lite0(batch)
+
+    torch.testing.assert_close(features, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_efficientnet_interface_attributes(lite0):

@@ -130,3 +130,38 @@ class EfficientNetLite0(nn.Module):
 
     def forward(self, x):
         return self._fc(self.forward_features(x))
+
+
+def _fold_pair(conv, bn):
+    """Fold eval-mode batch norm ``bn`` into the preceding ``conv`` in place."""
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias.detach() - bn.running_mean * scale
+    with torch.no_grad():
+        conv.weight.mul_(scale.view(-1, 1, 1, 1))
+        if conv.bias is None:
+            conv.bias = nn.Parameter(shift.clone())
+        else:
+            conv.bias.mul_(scale).add_(shift)
+
+
+def fold_batchnorm(model):
+    """Fold every batch norm of an :class:`EfficientNetLite0` into its conv.
+
+    Inference gives the same outputs (up to rounding) with one op fewer per
+    convolution. The model can no longer be trained or load the original
+    state dict, so fold only after loading the weights.
+    """
+    pairs = [("_conv_stem", "_bn0"), ("_conv_head", "_bn1")]
+    _fold_named(model, pairs)
+    for block in model._blocks:
+        block_pairs = [("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2")]
+        if block.has_expansion:
+            block_pairs.insert(0, ("_expand_conv", "_bn0"))
+        _fold_named(block, block_pairs)
+    return model
+
+
+def _fold_named(module, pairs):
+    for conv_name, bn_name in pairs:
+        _fold_pair(getattr(module, conv_name), getattr(module, bn_name))
+        setattr(module, bn_name, nn.Identity())

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..exceptions import SkrnafmWarning
-from ._efficientnet import EfficientNetLite0
+from ._efficientnet import EfficientNetLite0, fold_batchnorm
 from ._weights import (
     fingerprint_module,
     load_checked_state_dict,
@@ -176,6 +176,10 @@ class EfficientNetLite0Encoder(TileEncoder):
     (Egyptian cat) gets 79% with this normalisation and 80% with the
     ImageNet mean and std. The TensorFlow one is kept.
 
+    Batch norm is folded into the convolutions after loading, so the
+    module is for inference only and its ``state_dict`` differs from the
+    weight file's.
+
     Examples
     --------
     >>> import numpy as np, torch
@@ -198,6 +202,9 @@ class EfficientNetLite0Encoder(TileEncoder):
         self.backbone = EfficientNetLite0()
         path = _bundled_lite0_weights() if weights is None else resolve_weights_file(weights)
         load_checked_state_dict(self.backbone, read_state_dict(path), source=str(path))
+        # Inference only: folding batch norm into the convolutions made
+        # the encoder about a third faster on CPU.
+        fold_batchnorm(self.backbone)
         self.weights_path = str(path)
         self.eval()
 
