@@ -24,9 +24,9 @@ logger = logging.getLogger(__name__)
 CACHE_FORMAT = 1
 
 # Bytes hashed at each end of a slide file. Hashing whole multi-gigabyte
-# slides would cost more than featurizing them. Size plus both ends tells
-# slides apart, because slide headers carry scan dates and the tile data
-# differs from the first tile on.
+# slides would cost more than featurizing them. Size plus both ends
+# distinguishes slides in practice, because headers carry scan dates and
+# tile data differs from the first tile on.
 _CHUNK = 1 << 20
 
 

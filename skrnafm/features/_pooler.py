@@ -95,7 +95,7 @@ class SuperTilePooler(TransformerMixin, BaseEstimator):
     A slide with fewer distinct tiles than K cannot have K non-empty
     clusters. Its distinct tiles then each form one cluster (their mean is
     the tile itself), these clusters are sorted as above, and they are
-    repeated in that order to fill the K slots: slot k holds cluster
+    repeated in that order to fill the K slots: slot k contains cluster
     ``k mod n_distinct``. The row is never NaN and the slide is never
     dropped. The same rule fills the slots of a cluster that k-means
     leaves empty.
