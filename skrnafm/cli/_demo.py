@@ -1,8 +1,9 @@
 """``skrnafm demo``: the main job on the real HER2ST sections.
 
 Steps: load the sections, cut pseudo-bulk samples (3 x 3 spot blocks),
-featurize each sample's image region with the default encoder (cached),
-pool super-tiles, cross-validate RNA-FM against Ridge and a neural baseline
+encode the tiles of each whole section once with the default encoder
+(cached) and give each sample the tiles inside its region, pool
+super-tiles, cross-validate RNA-FM against Ridge and a neural baseline
 leaving one section out, and write a report folder with metrics and
 figures.
 """
@@ -25,9 +26,10 @@ logger = logging.getLogger(__name__)
 
 DESCRIPTION = """\
 Run the main job on the real HER2ST breast cancer sections: pseudo-bulk
-samples from 3 x 3 spot blocks, tile embeddings of each block's H&E region
-(default encoder, cached), and a leave-one-section-out cross-validation of
-RNA-FM against Ridge and the HE2RNA baseline on the most expressed genes.
+samples from 3 x 3 spot blocks, tile embeddings of the H&E tiles inside
+each block's region (default encoder, cached), and a leave-one-section-out
+cross-validation of RNA-FM against Ridge and the HE2RNA baseline on the
+most expressed genes.
 
 --out receives metrics.csv (per model and gene), summary.csv, the
 out-of-fold predictions, settings.json and the figures
@@ -68,6 +70,11 @@ def add_parser(subparsers, formatter_class):
         "--sections", nargs="+", default=None, metavar="S",
         help="HER2ST sections to use (default: all five)",
     )
+    parser.add_argument(
+        "--pathways", default="go_molecular_function",
+        help="gene sets of RNA-FM: a bundled collection name, a .gmt or .json file, or 'none' "
+        "to learn gene groups from the training targets",
+    )
     parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, mps")
     parser.add_argument("--random-state", type=int, default=0, help="seed")
     parser.add_argument(
@@ -87,6 +94,7 @@ def _settings(args):
         "n_samples": args.n_samples,
         "block_size": 3,
         "encoder": "efficientnet_lite0",
+        "pathways": _models.parse_pathways(args.pathways),
         "target_mpp": 0.5,
         "tile_size": 256,
         "interval": 0.9,
@@ -116,10 +124,32 @@ def load_data(data_home, sections):
     return her2st, bulk
 
 
-def featurize_regions(regions, *, cache_dir, settings, verbose):
-    """Return the tile embeddings of every pseudo-bulk region."""
-    from ..features import WSIFeaturizer
+def featurize_sections(her2st, *, cache_dir, settings, verbose):
+    """Encode the tiles of each whole section once.
 
+    Returns
+    -------
+    embeddings : dict
+        Section name -> :class:`~skrnafm.features.TileEmbeddings`.
+    """
+    from PIL import Image
+
+    from ..features import WSIFeaturizer
+    from ..slide import SlideRegion
+
+    regions = []
+    for name in her2st.section_names:
+        part = her2st.sections[name]
+        # Only the header is read; the images are a little above Pillow's
+        # decompression-bomb warning limit.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(part.image_path) as image:
+                width, height = image.size
+        # A region covering the whole image carries the section's own µm per
+        # pixel, which differs a little between sections.
+        regions.append(SlideRegion(part.image_path, bbox=(0, 0, width, height), mpp=part.mpp,
+                                   name=name))
     featurizer = WSIFeaturizer(
         encoder=settings["encoder"],
         target_mpp=settings["target_mpp"],
@@ -129,24 +159,66 @@ def featurize_regions(regions, *, cache_dir, settings, verbose):
         cache_dir=str(cache_dir),
         verbose=verbose,
     )
-    return featurizer.fit_transform(regions)
+    return dict(zip(her2st.section_names, featurizer.fit_transform(regions)))
+
+
+def assign_tiles(section_embeddings, bulk):
+    """Give each pseudo-bulk sample the tiles whose centre lies in its region.
+
+    Returns
+    -------
+    embeddings : list of TileEmbeddings
+        One per sample of ``bulk``, in its order.
+    empty : list of str
+        Samples whose region holds no tissue tile.
+    """
+    from ..features import TileEmbeddings
+
+    samples, empty = [], []
+    for name, section, (x, y, w, h) in zip(bulk.Y.index, bulk.groups, bulk.bboxes):
+        tiles = section_embeddings[section]
+        # Level-0 side of a tile: tile_size pixels at target_mpp.
+        side = tiles.tile_size * tiles.target_mpp / tiles.mpp
+        centres = tiles.coords + side / 2.0
+        inside = (
+            (centres[:, 0] >= x) & (centres[:, 0] < x + w)
+            & (centres[:, 1] >= y) & (centres[:, 1] < y + h)
+        )
+        if not inside.any():
+            empty.append(str(name))
+        samples.append(
+            TileEmbeddings(
+                features=tiles.features[inside],
+                coords=tiles.coords[inside],
+                slide=str(name),
+                encoder=tiles.encoder,
+                mpp=tiles.mpp,
+                tile_size=tiles.tile_size,
+                target_mpp=tiles.target_mpp,
+            )
+        )
+    return samples, empty
 
 
 def model_specs(settings):
-    """The models compared, as name -> unfitted pipeline."""
+    """The models compared, as name -> unfitted pipeline.
+
+    The torch models are small (width 64, two blocks) and learn at 1e-3 so
+    that a leave-one-section-out run fits in minutes on a 2-core CPU; the
+    RNA-FM condition transformer works at width 64 instead of the encoder's
+    1280.
+    """
     common = {"n_clusters": settings["n_clusters"], "device": settings["device"],
-              "random_state": settings["random_state"]}
+              "random_state": settings["random_state"], "max_epochs": settings["max_epochs"],
+              "learning_rate": 1e-3}
+    rnafm = {"hidden_dim": 64, "depth": 2, "n_heads": 4, "condition_dim": 64,
+             "n_samples": settings["n_samples"]}
     return {
         "RNA-FM": _models.build_pipeline(
-            "rnafm",
-            pathways="go_molecular_function",
-            max_epochs=settings["max_epochs"],
-            **common,
+            "rnafm", pathways=settings["pathways"], extra_params=rnafm, **common
         ),
         "Ridge": _ridge_pipeline(settings),
-        "HE2RNA": _models.build_pipeline(
-            "he2rna", max_epochs=settings["max_epochs"], **common
-        ),
+        "HE2RNA": _models.build_pipeline("he2rna", extra_params={"hidden_dim": 64}, **common),
     }
 
 
@@ -180,6 +252,7 @@ def cross_validate_models(models, embeddings, Y, genes, groups, *, settings, ver
     from sklearn.base import clone
     from sklearn.model_selection import LeaveOneGroupOut
 
+    from ..exceptions import GeneSetWarning
     from ._report import training_gene_scores
 
     splits = list(LeaveOneGroupOut().split(Y, Y, groups))
@@ -193,9 +266,13 @@ def cross_validate_models(models, embeddings, Y, genes, groups, *, settings, ver
             logger.info("%s: fold %d of %d (test section %s)", name, fold + 1, len(splits), groups[test[0]])
             model = clone(pipeline)
             with warnings.catch_warnings():
-                # Unmatched gene symbols are counted once in the report.
-                warnings.filterwarnings("ignore", message=".*not in any gene set.*")
+                # Genes in no gene set are counted once below, not per fold.
+                warnings.simplefilter("ignore", GeneSetWarning)
                 _models.fit_pipeline(model, [embeddings[i] for i in train], Y[train], genes)
+            gene_sets = getattr(model[-1], "gene_sets_", None)
+            if fold == 0 and gene_sets is not None:
+                print(f"{name}: {gene_sets.n_sets} gene sets; {len(gene_sets.background)} of "
+                      f"{len(genes)} genes are in no set and form the background token")
             result = _models.predict_distribution(
                 model, [embeddings[i] for i in test], n_samples=settings["n_samples"],
                 level=settings["interval"], random_state=settings["random_state"],
@@ -216,6 +293,19 @@ def cross_validate_models(models, embeddings, Y, genes, groups, *, settings, ver
         logger.info("%s: cross-validation took %.0f s", name, out["seconds"])
         results[name] = out
     return results
+
+
+def _subset_bulk(bulk, keep):
+    """Return the pseudo-bulk Bunch restricted to the samples where ``keep`` is True."""
+    from sklearn.utils import Bunch
+
+    subset = Bunch(**bulk)
+    subset.Y = bulk.Y.loc[keep]
+    subset.counts = bulk.counts.loc[keep]
+    subset.regions = [r for r, k in zip(bulk.regions, keep) if k]
+    for key in ("groups", "patients", "blocks", "n_spots", "bboxes", "mpp"):
+        subset[key] = np.asarray(bulk[key])[keep]
+    return subset
 
 
 def _package_versions():
@@ -262,12 +352,21 @@ def run(args):
     groups = np.asarray(bulk.groups)
 
     start = time.perf_counter()
-    embeddings = featurize_regions(bulk.regions, cache_dir=cache_dir, settings=settings,
-                                   verbose=args.verbosity)
+    sections = featurize_sections(her2st, cache_dir=cache_dir, settings=settings,
+                                  verbose=args.verbosity)
     featurize_seconds = time.perf_counter() - start
-    n_tiles = np.array([e.features.shape[0] for e in embeddings])
-    print(f"featurized {len(embeddings)} regions ({int(n_tiles.sum())} tiles, median "
-          f"{int(np.median(n_tiles))} per region) in {featurize_seconds:.0f} s")
+    embeddings, empty = assign_tiles(sections, bulk)
+    if empty:
+        # Samples without a tissue tile cannot be featurized; they are left out.
+        logger.info("%d samples without a tissue tile left out: %s", len(empty), ", ".join(empty))
+        keep = np.array([e.n_tiles > 0 for e in embeddings])
+        embeddings = [e for e, k in zip(embeddings, keep) if k]
+        Y, groups = Y[keep], groups[keep]
+        bulk = _subset_bulk(bulk, keep)
+    n_tiles = np.array([e.n_tiles for e in embeddings])
+    print(f"featurized {len(sections)} sections in {featurize_seconds:.0f} s: "
+          f"{sum(e.n_tiles for e in sections.values())} tiles, median {int(np.median(n_tiles))} "
+          f"per pseudo-bulk sample")
 
     models = model_specs(settings)
     results = cross_validate_models(models, embeddings, Y, genes, groups, settings=settings,
