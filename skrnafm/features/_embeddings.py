@@ -28,8 +28,13 @@ class TileEmbeddings:
     target_mpp : float or None
         Micrometres per pixel the tiles were read at.
     error : str or None
-        Why the slide failed under ``on_error="warn"`` or ``"skip"``;
-        such an entry has zero tiles. None for a slide that worked.
+        Why the slide failed under ``on_error="warn"`` or ``"skip"``.
+        Such an entry has zero tiles. None for a slide that worked.
+    metadata : dict
+        Details of the run: ``mpp_source``, the pyramid ``level`` and
+        ``read_size`` the tiles were read at, ``seconds`` (wall time of
+        the slide), ``encoder_seconds`` (time inside the encoder) and
+        ``from_cache``.
     """
 
     features: np.ndarray
