@@ -154,12 +154,11 @@ def test_condition_encoded_once_per_slide_batch(fitted):
     network.encode_condition, network.null_condition = encode, null
     hook = network.register_forward_pre_hook(count_forward)
     try:
-        clone_model = model.set_params(solver="euler", n_steps=6)
-        clone_model.predict(X[:5])
+        model.set_params(solver="euler", n_steps=6).predict(X[:5])
     finally:
         hook.remove()
         del network.encode_condition, network.null_condition
-        model.set_params(solver=TINY.get("solver", "midpoint"), n_steps=4)
+        model.set_params(solver="midpoint", n_steps=4)
     assert calls["encode"] == 1
     assert calls["null"] == 1
     # Guided Euler: one batched network call per step for both branches.
@@ -273,7 +272,7 @@ def test_hidden_dim_not_multiple_of_heads_raises():
         tiny(hidden_dim=10, n_heads=4).fit(X, Y)
 
 
-def test_token_width_not_multiple_of_heads_uses_hidden_width():
+def test_odd_token_width_uses_hidden_width():
     X, Y = make_data(n_tokens=1, token_dim=5)
     model = tiny().fit(X, Y)
     assert model.predict(X[:2]).shape == (2, 5)

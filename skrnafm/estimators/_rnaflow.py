@@ -52,7 +52,7 @@ class RNAFlowRegressor(BaseTorchRegressor):
     on the super-tile matrix of a slide, is trained with flow matching on
     the straight path between Gaussian noise and the standardized expression
     profile. Integrating the learned velocity from noise gives draws from the
-    predictive distribution of the slide's expression; ``predict`` returns
+    predictive distribution of the slide's expression. ``predict`` returns
     the mean of ``n_samples`` draws, and their standard deviation when
     asked. Classifier-free guidance (``cfg_scale``) sharpens the condition.
 
@@ -476,7 +476,7 @@ history_, fit_notes_, n_epochs_, best_epoch_, validation_indices_
         X : array-like of shape (n_slides, n_tokens * token_dim) or (n_slides, n_tokens, token_dim)
             Super-tile features.
         coverage : float, default=0.9
-            Nominal probability that the interval holds the true value, in (0, 1).
+            Nominal probability that the interval contains the true value, in (0, 1).
         n_samples : int, default=None
             Draws per slide; None uses the ``n_samples`` parameter (at least 2
             are needed for a spread).
@@ -526,9 +526,9 @@ history_, fit_notes_, n_epochs_, best_epoch_, validation_indices_
         """Integrate the guided flow from noise; return CPU float32 (n_samples, n, G).
 
         Each slide's noise is drawn on the CPU from a generator seeded with
-        ``seed`` and a hash of the slide's features, so a slide's draws do
-        not depend on the device, on the other slides in the batch or on
-        their order.
+        ``seed`` and a hash of the slide's features. A slide's draws thus do
+        not depend on the device, the other slides in the batch or their
+        order.
         """
         device = next(network.parameters()).device
         n_slides = tokens.shape[0]
