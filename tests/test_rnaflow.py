@@ -406,3 +406,37 @@ def test_make_rnafm_pipeline_hands_clusters_to_tokens():
 def test_make_rnafm_pipeline_conflicting_tokens_raises():
     with pytest.raises(ValueError, match="n_tokens=5 differs from n_clusters=7"):
         make_rnafm_pipeline(n_clusters=7, n_tokens=5)
+
+
+def test_bf16_sampling_close_to_fp32(fitted):
+    model, X, _ = fitted
+    fp32 = model.predict(X[:6])
+    model.set_params(precision="bf16")
+    try:
+        bf16 = model.predict(X[:6])
+    finally:
+        model.set_params(precision="fp32")
+    assert np.max(np.abs(bf16 - fp32)) < 0.1 * np.std(fp32)
+
+
+@pytest.mark.slow
+def test_make_rnafm_pipeline_on_real_slide_regions(cmu_slide):
+    # Four quarters of a real 20x slide stand in for four slides.
+    from skrnafm.slide import SlideRegion, open_slide
+
+    with open_slide(cmu_slide) as slide:
+        width, height = slide.dimensions
+    regions = [
+        SlideRegion(cmu_slide, bbox=(x, y, width // 2, height // 2))
+        for x in (0, width // 2)
+        for y in (0, height // 2)
+    ]
+    Y = np.arange(8.0).reshape(4, 2)
+    pipeline = make_rnafm_pipeline(
+        n_clusters=2,
+        featurizer_params={"max_tiles": 6, "device": "cpu"},
+        **{**TINY, "random_state": 0},
+    )
+    pipeline.fit(regions, Y)
+    assert pipeline.named_steps["regressor"].n_tokens_ == 2
+    assert pipeline.predict(regions[:2]).shape == (2, 2)
