@@ -30,7 +30,7 @@ from skrnafm.features import SuperTilePooler
 from skrnafm.metrics import gene_pearson_scorer
 
 args = parse_args(__doc__.splitlines()[0], default_out="skrnafm_reports/examples")
-n_patients, n_genes, epochs = (24, 60, 15) if args.quick else (120, 500, 60)
+n_patients, n_genes, epochs = (20, 60, 10) if args.quick else (120, 500, 60)
 # Quick mode learns gene groups from the targets, which builds a much
 # smaller network than the 380 GO gene sets.
 pathways = None if args.quick else "go_molecular_function"

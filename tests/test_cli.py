@@ -83,6 +83,15 @@ def rnafm_model(feature_folder, reference_csv, tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def predictions(rnafm_model, feature_folder, tmp_path_factory):
+    """Predictions of the RNA-FM model for the six crops, as CSV and AnnData."""
+    out = tmp_path_factory.mktemp("predictions") / "pred.csv"
+    assert main(["predict", "--model", str(rnafm_model), str(feature_folder), "--out", str(out),
+                 "--n-samples", "4", "-q"]) == 0
+    return out
+
+
 # ---------------------------------------------------------------- help and usage
 
 
@@ -266,18 +275,17 @@ def test_predict_features_with_intervals(rnafm_model, feature_folder, tmp_path, 
         assert draws["draws"].shape == (4, 6, N_GENES)
 
 
-def test_predict_writes_h5ad(rnafm_model, feature_folder, tmp_path):
+def test_predict_writes_h5ad(predictions):
     anndata = pytest.importorskip("anndata")
-    out = tmp_path / "pred.csv"
-    assert run_cli("predict", "--model", rnafm_model, feature_folder, "--out", out, "-q") == 0
-    adata = anndata.read_h5ad(tmp_path / "pred.h5ad")
+    adata = anndata.read_h5ad(predictions.with_suffix(".h5ad"))
     assert adata.shape == (6, N_GENES)
     assert set(adata.layers) == {"std", "lower", "upper"}
 
 
 def test_predict_cmu_svs_end_to_end(rnafm_model, cmu_slide, tmp_path):
     out = tmp_path / "pred.csv"
-    assert run_cli("predict", "--model", rnafm_model, cmu_slide, "--out", out, "-q") == 0
+    assert run_cli("predict", "--model", rnafm_model, cmu_slide, "--out", out, "--n-samples", "4",
+                   "--no-h5ad", "-q") == 0
     table = pd.read_csv(out)
     assert set(table["slide"]) == {"cmu-1-small-region"}
     assert len(table) == N_GENES
@@ -322,6 +330,12 @@ def test_predict_output_parent_missing(rnafm_model, feature_folder, tmp_path, ca
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_predict_out_h5ad_rejected(rnafm_model, feature_folder, tmp_path, capsys):
+    code = run_cli("predict", "--model", rnafm_model, feature_folder, "--out", tmp_path / "p.h5ad")
+    assert code == 1
+    assert "must be the CSV file" in capsys.readouterr().err
+
+
 def test_predict_ridge_leaves_intervals_empty(feature_folder, reference_csv, tmp_path):
     model = tmp_path / "ridge.joblib"
     assert run_cli("fit", "--reference", reference_csv, "--features", feature_folder, "--out", model,
@@ -336,11 +350,8 @@ def test_predict_ridge_leaves_intervals_empty(feature_folder, reference_csv, tmp
 # ---------------------------------------------------------------- evaluate
 
 
-def test_evaluate_writes_metrics(rnafm_model, feature_folder, reference_csv, tmp_path, capsys):
-    pred = tmp_path / "pred.csv"
-    assert run_cli("predict", "--model", rnafm_model, feature_folder, "--out", pred, "--no-h5ad",
-                   "-q") == 0
-    code = run_cli("evaluate", "--reference", reference_csv, "--predictions", pred,
+def test_evaluate_writes_metrics(predictions, reference_csv, tmp_path, capsys):
+    code = run_cli("evaluate", "--reference", reference_csv, "--predictions", predictions,
                    "--out", tmp_path / "eval", "-q")
     out = capsys.readouterr().out
     assert code == 0

@@ -196,6 +196,10 @@ def run(args):
     if args.n_samples < 1:
         raise CLIError(f"--n-samples must be at least 1, got {args.n_samples!r}")
     out = _io.check_output_path(args.out)
+    if out.suffix.lower() == ".h5ad":
+        raise CLIError(
+            f"--out {str(out)!r} must be the CSV file; the .h5ad file is written beside it"
+        )
     draws_path = _io.check_output_path(args.draws, option="--draws") if args.draws else None
     bundle = _io.load_bundle(args.model)
 

@@ -143,14 +143,18 @@ def write_demo_report(out_dir, *, results, Y, genes, bulk, her2st, settings):
     """
     import pandas as pd
 
+    from ..metrics import top_k_summary
+
     files = []
     per_gene, summaries = [], []
     r_by_model = {}
+    groups = np.asarray(bulk.groups)
     for name, result in results.items():
-        table, summary = metrics_report(
-            Y, result["mean"], genes, lower=result["lower"], upper=result["upper"],
-            level=settings["interval"], ranking_scores=result.get("ranking"),
-        )
+        table = fold_averaged_metrics(Y, result, genes, groups, level=settings["interval"])
+        summary = top_k_summary(table, ranking_scores=result.get("ranking"))
+        if "coverage" in table.columns:
+            summary["coverage"] = float(table["coverage"].mean())
+        summary = summary.rename_axis("genes").reset_index()
         table.insert(0, "model", name)
         summary.insert(0, "model", name)
         summary["cv_seconds"] = round(float(result["seconds"]), 1)
@@ -176,7 +180,7 @@ def write_demo_report(out_dir, *, results, Y, genes, bulk, her2st, settings):
     order = np.argsort(-np.nan_to_num(r_by_model[best_model], nan=-1.0), kind="stable")
 
     plot_pred_vs_measured(out_dir / "pred_vs_measured.png", Y, best, genes, order[:6],
-                          groups=np.asarray(bulk.groups), model=best_model,
+                          groups=groups, r=r_by_model[best_model], model=best_model,
                           level=settings["interval"])
     files.append("pred_vs_measured.png")
 
@@ -193,6 +197,41 @@ def write_demo_report(out_dir, *, results, Y, genes, bulk, her2st, settings):
                   gene_index=gene_index, gene=genes[gene_index], model=best_model)
     files.append("gene_map.png")
     return {"header": header, "rows": rows, "files": files}
+
+
+def fold_averaged_metrics(Y, result, genes, groups, *, level):
+    """Per-gene metrics within each held-out section, averaged over sections.
+
+    Pooling the held-out predictions of all sections before computing r
+    mixes in differences between sections: a model trained on the other
+    sections predicts their average level, which runs against the held-out
+    section's own shift, and pooled r then comes out negative even for
+    useful models. Each section's r across its own samples avoids that.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        One row per gene: ``gene``, the mean over sections of every numeric
+        column of :func:`metrics_report`'s table, and ``n_sections``.
+    """
+    import pandas as pd
+
+    tables = []
+    for section in dict.fromkeys(groups):
+        rows = groups == section
+        table, _ = metrics_report(
+            Y[rows], result["mean"][rows], genes, lower=result["lower"][rows],
+            upper=result["upper"][rows], level=level,
+        )
+        tables.append(table.assign(section=section))
+    stacked = pd.concat(tables, ignore_index=True)
+    # p-values and FDR of separate sections do not average into a p-value.
+    skip = {"gene", "section", "constant", "p_value", "q_value"}
+    numeric = [c for c in stacked.columns
+               if c not in skip and pd.api.types.is_numeric_dtype(stacked[c])]
+    averaged = stacked.groupby("gene", sort=False)[numeric].mean().reset_index()
+    averaged["n_sections"] = len(tables)
+    return averaged
 
 
 def summary_rows(summary, n_genes):
@@ -250,8 +289,12 @@ def _write_oof_predictions(path, results, Y, genes, bulk):
 # ---------------------------------------------------------------- figures
 
 
-def plot_pred_vs_measured(path, Y, result, genes, gene_indices, *, groups, model, level):
-    """Predicted vs measured expression of a few genes, with interval bars."""
+def plot_pred_vs_measured(path, Y, result, genes, gene_indices, *, groups, r, model, level):
+    """Predicted vs measured expression of a few genes, with interval bars.
+
+    ``r`` holds each gene's r within held-out sections, averaged over them,
+    as in the summary table.
+    """
     import matplotlib.pyplot as plt
 
     n = len(gene_indices)
@@ -275,8 +318,7 @@ def plot_pred_vs_measured(path, Y, result, genes, gene_indices, *, groups, model
         low = np.nanmin([Y[:, g].min(), np.nanmin(result["mean"][:, g])])
         high = np.nanmax([Y[:, g].max(), np.nanmax(result["mean"][:, g])])
         ax.plot([low, high], [low, high], color="0.5", lw=0.8, ls="--")
-        r = np.corrcoef(Y[:, g], result["mean"][:, g])[0, 1]
-        ax.set_title(f"{genes[g]}  (r = {r:.2f})")
+        ax.set_title(f"{genes[g]}  (r = {r[g]:.2f})")
         ax.set_xlabel("measured log2(CPM + 1)")
         ax.set_ylabel("predicted")
     for ax in axes.ravel()[n:]:
