@@ -79,11 +79,11 @@ class RidgeWithSpread:
 def fit_predict(model, X_train, Y_train, groups_train, X_test, *, n_draws):
     """Fit ``model`` and return its test prediction and timings.
 
-    Returns a dict with ``mean`` (n_test, n_genes), then ``draws`` (n_draws,
-    n_test, n_genes) for a model with ``sample_predict``, or ``std`` for a
-    model whose ``predict`` accepts ``return_std``, or neither; plus
-    ``ranking_scores`` (training-only per-gene r, or None), ``fit_seconds``
-    and ``predict_seconds``.
+    Returns a dict with ``mean`` (n_test, n_genes), ``ranking_scores``
+    (training-only per-gene r, or None), ``fit_seconds`` and
+    ``predict_seconds``. A model with ``sample_predict`` adds ``draws``
+    (n_draws, n_test, n_genes). A model whose ``predict`` accepts
+    ``return_std`` adds ``std`` instead.
     """
     start = time.perf_counter()
     if "groups" in inspect.signature(model.fit).parameters:

@@ -1,12 +1,12 @@
 """Accuracy on HER2ST pseudo-bulk samples, leaving one section out.
 
 Builds 3 x 3-spot pseudo-bulk samples from the five HER2ST sections
-(:func:`skrnafm.datasets.make_her2st_pseudobulk`), featurizes each sample's
-image region with the default encoder (EfficientNet-Lite0 through
-:class:`skrnafm.features.WSIFeaturizer`, with an embedding cache so reruns
-skip the encoder), pools the tiles into super-tiles, then for each held-out
-section (B4, the only section of patient B, is its own group) fits every
-model on the other four sections and scores it on the held-out one.
+(:func:`skrnafm.datasets.make_her2st_pseudobulk`). Each sample's image
+region is featurized with the default encoder (EfficientNet-Lite0 through
+:class:`skrnafm.features.WSIFeaturizer`, whose embedding cache lets reruns
+skip the encoder) and pooled into super-tiles. Each section is held out in
+turn, B4 (the only section of patient B) included: every model is fitted on
+the other four sections and scored on the held-out one.
 
 Run from the project root::
 
@@ -47,7 +47,7 @@ from skrnafm.datasets import make_her2st_pseudobulk  # noqa: E402
 DEFAULT_CACHE = Path("~/.cache/skrnafm/her2st_embeddings").expanduser()
 # Mean r over the 1,000 most expressed genes that an ImageNet CNN embedding
 # with ridge regression reached in an earlier quick leave-one-section-out
-# check on the same data; a reference point, not a target.
+# check on the same data. It is a reference point, not a target.
 REFERENCE_R_TOP1000 = 0.24
 
 
