@@ -397,3 +397,20 @@ def test_featurizer_nan_embeddings_raise(cmu_slide):
 
     with pytest.raises(FloatingPointError, match=r"'nan_net'.*cmu-1-small-region.*precision='fp32'"):
         WSIFeaturizer(encoder=encoder, on_error="warn", max_tiles=2).transform([cmu_slide])
+
+
+@pytest.mark.slow
+def test_featurizer_dask_worker_process(cmu_slide):
+    distributed = pytest.importorskip("dask.distributed")
+    slides = [cmu_slide, SlideRegion(cmu_slide, bbox=(0, 0, 1200, 1500))]
+    expected = WSIFeaturizer(precision="fp32", **SMALL).transform(slides)
+
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as cluster, distributed.Client(cluster):
+        with joblib.parallel_config(backend="dask"):
+            out = WSIFeaturizer(precision="fp32", n_jobs=2, **SMALL).transform(slides)
+
+    for got, want in zip(out, expected):
+        np.testing.assert_array_equal(got.coords, want.coords)
+        np.testing.assert_allclose(got.features, want.features, rtol=1e-4, atol=1e-4)

@@ -34,14 +34,42 @@ _ENCODER_MEMO = {}
 _ENCODER_MEMO_LOCK = threading.Lock()
 
 
-def _build_encoder(spec):
-    if not isinstance(spec, str):
-        return get_encoder(spec)
+def _is_on(tensor, device):
+    """Return True when ``tensor`` lives on ``device`` ("cuda" matches any index)."""
+    if tensor.device.type != device.type:
+        return False
+    return device.index is None or tensor.device.index == device.index
+
+
+def _prepare_encoder(spec, device):
+    """Return the encoder for ``spec`` in eval mode on ``device``.
+
+    Chunks running in threads of one process share the encoder, so the
+    build and the in-place moves run under a lock: moving the parameters
+    while another thread ran its first forward pass gave NaN features
+    (seen with two Dask worker threads).
+    """
     with _ENCODER_MEMO_LOCK:
-        if spec not in _ENCODER_MEMO:
-            _ENCODER_MEMO.clear()
-            _ENCODER_MEMO[spec] = get_encoder(spec)
-        return _ENCODER_MEMO[spec]
+        if isinstance(spec, str):
+            if spec not in _ENCODER_MEMO:
+                _ENCODER_MEMO.clear()
+                _ENCODER_MEMO[spec] = get_encoder(spec)
+            encoder = _ENCODER_MEMO[spec]
+        else:
+            encoder = get_encoder(spec)
+        encoder.eval()
+        # Move only when needed: a no-op move still rewrites every parameter.
+        tensors = list(encoder.parameters()) + list(encoder.buffers())
+        if not all(_is_on(tensor, device) for tensor in tensors):
+            encoder.to(device)
+        channels_last = device.type in ("cpu", "cuda")
+        if channels_last and not all(
+            tensor.is_contiguous(memory_format=torch.channels_last)
+            for tensor in tensors
+            if tensor.ndim == 4
+        ):
+            encoder.to(memory_format=torch.channels_last)
+    return encoder
 
 
 def _bf16_supported(device):
@@ -109,13 +137,9 @@ class _SlideJob:
 
     def prepare(self):
         """Build the encoder on the device; return (encoder, device, autocast dtype)."""
-        encoder = _build_encoder(self.encoder_spec)
         device = resolve_device(self.device)
+        encoder = _prepare_encoder(self.encoder_spec, device)
         dtype = resolve_precision(self.precision, encoder, device)
-        encoder.eval()
-        encoder.to(device)
-        if device.type in ("cpu", "cuda"):
-            encoder.to(memory_format=torch.channels_last)
         return encoder, device, dtype
 
     def cache_key(self, source, encoder, dtype):
