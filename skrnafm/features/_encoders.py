@@ -256,6 +256,17 @@ class TimmEncoder(TileEncoder):
     ValueError
         If the weights do not match the architecture; the message names
         the file and the first missing, unexpected or mis-shaped keys.
+
+    Examples
+    --------
+    UNI (ViT-L/16, 1,024-d) from its released weight file:
+
+    >>> encoder = TimmEncoder(  # doctest: +SKIP
+    ...     "vit_large_patch16_224",
+    ...     weights="models/uni/pytorch_model.bin",
+    ...     model_kwargs={"init_values": 1e-5, "dynamic_img_size": True},
+    ... )
+    >>> WSIFeaturizer(encoder=encoder)  # doctest: +SKIP
     """
 
     def __init__(

@@ -45,9 +45,9 @@ def _prepare_encoder(spec, device):
     """Return the encoder for ``spec`` in eval mode on ``device``.
 
     Chunks running in threads of one process share the encoder, so the
-    build and the in-place moves run under a lock: moving the parameters
-    while another thread ran its first forward pass gave NaN features
-    (seen with two Dask worker threads).
+    build and the in-place moves run under a lock. Moving the parameters
+    while another thread ran its first forward pass gave NaN features,
+    seen with two Dask worker threads.
     """
     with _ENCODER_MEMO_LOCK:
         if isinstance(spec, str):
