@@ -391,3 +391,66 @@ def test_demo_data_not_found(tmp_path, capsys):
     assert str(tmp_path / "nowhere") in err
     assert "SKRNAFM_DATA" in err
     assert "--data-home" in err
+
+
+@pytest.fixture(scope="module")
+def her2st_two_sections(her2st_dir):
+    from skrnafm.datasets import fetch_her2st, make_her2st_pseudobulk
+
+    her2st = fetch_her2st(data_home=her2st_dir.parent, sections=["B4", "C2"])
+    return her2st, make_her2st_pseudobulk(her2st)
+
+
+def test_demo_report_files_and_table(her2st_two_sections, tmp_path):
+    from skrnafm.cli._report import write_demo_report
+
+    her2st, bulk = her2st_two_sections
+    genes = list(bulk.gene_names[:30])
+    Y = bulk.Y[genes].to_numpy(dtype=np.float32)
+    rng = np.random.default_rng(0)
+    draws = Y[None] + rng.normal(size=(8, *Y.shape)).astype(np.float32)
+    std = draws.std(axis=0, ddof=1)
+    sampled = {"mean": draws.mean(axis=0), "std": std, "lower": draws.mean(axis=0) - 1.64 * std,
+               "upper": draws.mean(axis=0) + 1.64 * std, "draws": draws,
+               "ranking": rng.normal(size=len(genes)), "seconds": 1.0}
+    nan = np.full_like(Y, np.nan)
+    point = {"mean": Y + rng.normal(size=Y.shape), "std": nan, "lower": nan, "upper": nan,
+             "draws": None, "ranking": None, "seconds": 2.0}
+    settings = {"interval": 0.9}
+
+    report = write_demo_report(tmp_path, results={"RNA-FM": sampled, "Ridge": point}, Y=Y,
+                               genes=genes, bulk=bulk, her2st=her2st, settings=settings)
+
+    for name in ["metrics.csv", "summary.csv", "predictions.csv", "pred_vs_measured.png",
+                 "calibration.png", "r_distribution.png", "gene_map.png"]:
+        assert (tmp_path / name).is_file(), name
+    assert [row[0] for row in report["rows"]] == ["RNA-FM", "Ridge"]
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert len(metrics) == 2 * len(genes)
+    assert set(metrics["n_sections"]) == {2}
+    coverage = pd.read_csv(tmp_path / "summary.csv").set_index("model")["coverage"]
+    assert 0.75 < coverage["RNA-FM"].iloc[0] < 1.0
+
+
+def test_fold_averaged_r_ignores_section_shift():
+    from skrnafm.cli._report import fold_averaged_metrics
+
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(40, 3))
+    groups = np.repeat(["A", "B"], 20)
+    # Perfect within sections, but shifted the wrong way between them.
+    predicted = truth + np.where(groups == "A", 5.0, -5.0)[:, None]
+    nan = np.full_like(truth, np.nan)
+    result = {"mean": predicted, "lower": nan, "upper": nan}
+    table = fold_averaged_metrics(truth, result, ["g0", "g1", "g2"], groups, level=0.9)
+    assert np.allclose(table["pearson_r"], 1.0)
+
+
+@pytest.mark.slow
+def test_demo_quick_end_to_end(data_dir, tmp_path, capsys):
+    code = run_cli("demo", "--out", tmp_path / "report", "--data-home", data_dir, "--quick", "-q")
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "Leave-one-section-out CV" in out
+    for name in ["metrics.csv", "summary.csv", "gene_map.png", "calibration.png"]:
+        assert (tmp_path / "report" / name).is_file()

@@ -349,7 +349,7 @@ def plot_calibration(path, nominal, observed, *, model):
 
 
 def plot_r_distribution(path, r_by_model):
-    """Distribution of the per-gene Pearson r of each model."""
+    """Distribution of the per-gene Pearson r of each model (a violin per model)."""
     import matplotlib.pyplot as plt
 
     names = list(r_by_model)
@@ -358,7 +358,7 @@ def plot_r_distribution(path, r_by_model):
     ax.violinplot(data, showmedians=True)
     ax.axhline(0.0, color="0.5", lw=0.8, ls="--")
     ax.set_xticks(range(1, len(names) + 1), names)
-    ax.set_ylabel("per-gene Pearson r (held-out samples)")
+    ax.set_ylabel("per-gene Pearson r\n(within held-out sections, averaged)")
     ax.set_title("Per-gene r by model")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
