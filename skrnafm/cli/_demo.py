@@ -1,8 +1,8 @@
 """``skrnafm demo``: the main job on the real HER2ST sections.
 
-Steps: load the sections, cut pseudo-bulk samples (3 x 3 spot blocks),
-encode the tiles of each whole section once with the default encoder
-(cached) and give each sample the tiles inside its region, pool
+Steps: load the sections and cut pseudo-bulk samples (3 x 3 spot blocks).
+Encode the tiles of each whole section once with the default encoder
+(cached) and give each sample the tiles inside its region. Pool
 super-tiles, cross-validate RNA-FM against Ridge and a neural baseline
 leaving one section out, and write a report folder with metrics and
 figures.
@@ -73,8 +73,8 @@ def add_parser(subparsers, formatter_class):
     )
     # NOTE: with the GO molecular-function sets (359 matched on 1,000 HER2ST
     # genes), RNA-FM fitted about 5 times and sampled about 20 times slower
-    # than with learned groups (32) on the shared 2-core CPU, past the demo's
-    # time budget, so learned groups are the default here.
+    # than with learned groups (32) on the shared 2-core CPU. That is past
+    # the demo's time budget, so learned groups are the default here.
     parser.add_argument(
         "--pathways", default="none",
         help="gene sets of RNA-FM: 'none' learns gene groups from the training targets; "
@@ -84,8 +84,8 @@ def add_parser(subparsers, formatter_class):
     parser.add_argument("--random-state", type=int, default=0, help="seed")
     parser.add_argument(
         "--quick", action="store_true",
-        help="three sections, 100 genes, 5 epochs, 8 draws: a check that runs in about a minute "
-        "once the embeddings are cached (also set by SKRNAFM_QUICK=1)",
+        help="a smaller check: three sections, 100 genes, 5 epochs, 8 draws "
+        "(also set by SKRNAFM_QUICK=1)",
     )
     return parser
 
@@ -175,7 +175,7 @@ def assign_tiles(section_embeddings, bulk):
     embeddings : list of TileEmbeddings
         One per sample of ``bulk``, in its order.
     empty : list of str
-        Samples whose region holds no tissue tile.
+        Samples whose region contains no tissue tile.
     """
     from ..features import TileEmbeddings
 
@@ -206,7 +206,7 @@ def assign_tiles(section_embeddings, bulk):
 
 
 def model_specs(settings):
-    """The models compared, as name -> unfitted pipeline.
+    """Build the compared models, as name -> unfitted pipeline.
 
     The torch models are small (width 64, two blocks) and learn at 1e-3 so
     that a leave-one-section-out run fits in minutes on a 2-core CPU; the
@@ -313,6 +313,14 @@ def _subset_bulk(bulk, keep):
     return subset
 
 
+def _load_average():
+    """Return the 1-minute load average, or None where the OS has none."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def _package_versions():
     import sklearn
     import torch
@@ -332,6 +340,7 @@ def run(args):
     from . import _report
 
     wall_start = time.perf_counter()
+    load_start = _load_average()
     settings = _settings(args)
     out_dir = _io.check_output_path(args.out, option="--out", is_dir=True)
     cache_dir = Path(args.cache_dir) if args.cache_dir else out_dir.resolve().parent / "cache"
@@ -390,6 +399,8 @@ def run(args):
         "wall_seconds": round(wall_seconds, 1),
         "versions": _package_versions(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        # Timings from a machine busy with other work are upper bounds.
+        "load_average_1min": {"start": load_start, "end": _load_average()},
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     (out_dir / "settings.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")

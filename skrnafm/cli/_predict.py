@@ -90,7 +90,7 @@ def collect_embeddings(args, bundle):
             target_mpp=settings.get("target_mpp", 0.5),
             tile_size=settings.get("tile_size", 256),
             max_tiles=settings.get("max_tiles", 4000),
-            # The training slides' resolution override says nothing about
+            # The training slides' resolution override does not apply to
             # new slides, so only --mpp sets one here.
             mpp=args.mpp,
             batch_size=args.batch_size,

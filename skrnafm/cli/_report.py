@@ -94,7 +94,7 @@ def training_gene_scores(pipeline, Y_train):
         return None
     alphas = np.atleast_1d(final.alphas)
     best = int(np.flatnonzero(np.isclose(alphas, final.alpha_))[0])
-    # cv_results_ holds squared leave-one-out errors: (n_samples, n_genes, n_alphas)
+    # cv_results_ contains squared leave-one-out errors: (n_samples, n_genes, n_alphas)
     # on the targets as given to fit.
     errors = np.asarray(cv_results)[..., best]
     if errors.ndim == 1:
@@ -203,10 +203,10 @@ def fold_averaged_metrics(Y, result, genes, groups, *, level):
     """Per-gene metrics within each held-out section, averaged over sections.
 
     Pooling the held-out predictions of all sections before computing r
-    mixes in differences between sections: a model trained on the other
+    mixes in differences between sections. A model trained on the other
     sections predicts their average level, which runs against the held-out
-    section's own shift, and pooled r then comes out negative even for
-    useful models. Each section's r across its own samples avoids that.
+    section's own shift, so pooled r comes out negative even for useful
+    models. Each section's r across its own samples avoids that.
 
     Returns
     -------
@@ -238,8 +238,8 @@ def summary_rows(summary, n_genes):
     """Turn the per-model summary frame into the rows of the printed table.
 
     "test-ranked" means the top-k genes by their own held-out r, as the
-    field reports it (optimistic); "honest" ranks genes by a score the model
-    computed on its training folds only.
+    field reports it, which is optimistic. "honest" ranks genes by a score
+    the model computed on its training folds only.
     """
     ks = [k for k in (20, 100) if k < n_genes]
     header = ["model", f"mean r ({n_genes} genes)"]
@@ -292,7 +292,7 @@ def _write_oof_predictions(path, results, Y, genes, bulk):
 def plot_pred_vs_measured(path, Y, result, genes, gene_indices, *, groups, r, model, level):
     """Predicted vs measured expression of a few genes, with interval bars.
 
-    ``r`` holds each gene's r within held-out sections, averaged over them,
+    ``r`` contains each gene's r within held-out sections, averaged over them,
     as in the summary table.
     """
     import matplotlib.pyplot as plt
