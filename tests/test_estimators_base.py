@@ -15,6 +15,16 @@ from skrnafm.estimators import _base
 from skrnafm.exceptions import SkrnafmWarning
 
 
+@pytest.fixture(autouse=True, scope="module")
+def single_torch_thread():
+    # The networks here are tiny, so intra-op threads only add synchronization,
+    # which made fits many times slower on a busy 2-core machine.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 class LinearTokenRegressor(BaseTorchRegressor):
     """Smallest useful subclass: a linear map from the flattened tokens."""
 

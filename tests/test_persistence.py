@@ -20,6 +20,16 @@ from skrnafm.exceptions import GeneSetWarning, SkrnafmWarning
 GENES = ["ERBB2", "ESR1", "PGR", "MKI67", "GATA3"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def single_torch_thread():
+    # The networks here are tiny, so intra-op threads only add synchronization,
+    # which made fits many times slower on a busy 2-core machine.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def make_data(n_samples=30, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n_samples, 8))

@@ -7,6 +7,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, GroupKFold, cross_val_score
 from sklearn.pipeline import Pipeline
@@ -17,6 +18,16 @@ from skrnafm.estimators import RNAFlowRegressor, make_rnafm_pipeline
 from skrnafm.exceptions import CalibrationWarning, GeneSetWarning
 
 TINY = {"hidden_dim": 8, "depth": 1, "n_heads": 2, "max_epochs": 2, "n_samples": 4, "precision": "fp32"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_torch_thread():
+    # The networks here are tiny, so intra-op threads only add synchronization,
+    # which made fits many times slower on a busy 2-core machine.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def make_data(n_samples=30, n_tokens=2, token_dim=4, n_genes=5, seed=0):

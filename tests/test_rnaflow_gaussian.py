@@ -19,12 +19,23 @@ narrowest point for seed 2, at most 1.13 for seed 0 which the test uses):
 
 import numpy as np
 import pytest
+import torch
 
 from skrnafm.estimators import RNAFlowRegressor
 
 MEAN_TOLERANCE = 0.15
 STD_RELATIVE_TOLERANCE = 0.25
 TEST_POINTS = np.array([-0.8, 0.0, 0.8])
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_torch_thread():
+    # The networks here are tiny, so intra-op threads only add synchronization,
+    # which made fits many times slower on a busy 2-core machine.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def spread(x):

@@ -659,8 +659,8 @@ class BaseTorchRegressor(RegressorMixin, BaseEstimator):
         """Run the training loop and set ``network_`` and the history."""
         generator = torch.Generator(device=device).manual_seed(self._random_seed)
         order_generator = torch.Generator().manual_seed(self._random_seed)
-        tokens_t = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.float32))
-        targets_t = torch.from_numpy(np.ascontiguousarray(targets_std, dtype=np.float32))
+        tokens_t = as_float_tensor(tokens)
+        targets_t = as_float_tensor(targets_std)
 
         ema = copy.deepcopy(network).eval()
         for parameter in ema.parameters():
@@ -781,7 +781,7 @@ class BaseTorchRegressor(RegressorMixin, BaseEstimator):
         outputs = []
         with torch.no_grad(), self._autocast(device):
             for start in range(0, tokens.shape[0], _PREDICT_CHUNK):
-                chunk = torch.from_numpy(np.ascontiguousarray(tokens[start : start + _PREDICT_CHUNK])).to(device)
+                chunk = as_float_tensor(tokens[start : start + _PREDICT_CHUNK]).to(device)
                 outputs.append(self._predict_standardized(network, chunk).float().cpu().numpy())
         if not outputs:
             return np.zeros((0, self.n_genes_))
@@ -842,6 +842,18 @@ class BaseTorchRegressor(RegressorMixin, BaseEstimator):
         from ._persistence import save_model
 
         return save_model(self, path)
+
+
+def as_float_tensor(array):
+    """Return a float32 CPU tensor of ``array``, copying read-only input.
+
+    torch warns on read-only numpy buffers (such as memory-mapped X),
+    because writing to the tensor would be undefined behaviour.
+    """
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if not array.flags.writeable:
+        array = array.copy()
+    return torch.from_numpy(array)
 
 
 def _update_ema(ema, network, decay):

@@ -17,7 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..exceptions import CalibrationWarning
 from ..flow import SOLVERS, ClassifierFreeGuidance, LinearPath, integrate
 from ..pathways import GeneSetIndex, resolve_gene_sets
-from ._base import BaseTorchRegressor
+from ._base import BaseTorchRegressor, as_float_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -513,7 +513,7 @@ history_, fit_notes_, n_epochs_, best_epoch_, validation_indices_
         network = self.network_.eval()
 
         with torch.no_grad(), self._autocast(device):
-            tokens_t = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.float32))
+            tokens_t = as_float_tensor(tokens)
             draws = self._sample_standardized(network, tokens_t, n_samples, seed)
         draws = draws.numpy().astype(np.float64)
 
