@@ -162,10 +162,12 @@ history_, fit_notes_, n_epochs_, best_epoch_, validation_indices_
     -----
     Calibration: for each validation slide the draws give a mean ``m`` and a
     standard deviation ``s`` per gene, and ``z = (y - m) / s``. A gene's
-    spread scale is ``sqrt(mean(z ** 2))``, shrunk towards the value over all
-    genes with the weight of 10 slides, so that the rescaled standard
-    deviation matches the root-mean-square validation error. Intervals are
-    ``m +- q * s * scale`` with ``q`` the normal quantile of the coverage.
+    relative scale is ``sqrt(mean(z ** 2))`` over the validation slides,
+    shrunk towards the mean over all genes with the weight of 10 slides and
+    divided by it. One factor shared by all genes then makes the nominal 90%
+    intervals cover 90% of the validation values. Intervals are
+    ``m +- q * s * scale`` with ``q`` the normal quantile of the coverage,
+    so coverages other than 90% are only approximately calibrated.
 
     Examples
     --------
@@ -583,11 +585,17 @@ history_, fit_notes_, n_epochs_, best_epoch_, validation_indices_
             )
             return
 
+        # Genes differ by their ratio of squared error to spread (shrunk to the
+        # mean over genes). One shared factor then sets the 90% coverage,
+        # because z from a few draws is heavier-tailed than a normal and
+        # matching the variance alone would give too wide intervals.
         squared_z = (errors / spread) ** 2
         overall = np.mean(squared_z)
         per_gene = (squared_z.sum(axis=0) + _CALIBRATION_SHRINKAGE * overall) / (n_valid + _CALIBRATION_SHRINKAGE)
+        relative = np.sqrt(per_gene / overall)
+        shared = np.quantile(errors / (spread * relative), _CHECK_COVERAGE) / quantile
         scale = np.ones(self.n_genes_)
-        scale[varying] = np.sqrt(per_gene)
+        scale[varying] = shared * relative
         self.spread_scale_ = scale
         self.calibrated_coverage_ = float(np.mean(errors <= quantile * spread * scale[varying]))
         logger.info(
