@@ -1,12 +1,13 @@
 """Shared scikit-learn machinery for the torch regressors of skrnafm.
 
 :class:`BaseTorchRegressor` turns a torch network into a scikit-learn
-regressor. It owns everything that is not specific to one model: parameter
-validation, parsing X into super-tile tokens, per-gene target
-standardization, the validation split, the AdamW training loop with gradient
-clipping, early stopping and an exponential moving average (EMA) of the
-weights, per-gene validation scores, CPU-safe pickling and the safe
-``save`` format read by :func:`skrnafm.estimators.load_model`.
+regressor. It owns everything that is not specific to one model. That is
+parameter validation, parsing X into super-tile tokens, per-gene target
+standardization and the validation split. It also runs the AdamW training
+loop with gradient clipping, early stopping and an exponential moving
+average (EMA) of the weights, and provides per-gene validation scores,
+CPU-safe pickling and the safe ``save`` format read by
+:func:`skrnafm.estimators.load_model`.
 
 A subclass implements three hooks:
 
@@ -67,10 +68,9 @@ class BaseTorchRegressor(RegressorMixin, BaseEstimator):
     Not used directly: subclasses such as
     :class:`~skrnafm.estimators.RNAFlowRegressor` add a network. The base
     parses ``X`` into ``K`` tokens of width ``D``, standardizes each gene on
-    the training rows, carves a validation split out of the training rows,
-    trains with AdamW, gradient clipping at 1.0, early stopping on the
-    validation loss and an EMA of the weights, and predicts with the EMA
-    weights.
+    the training rows and carves a validation split out of them. It trains
+    with AdamW, gradient clipping at 1.0, early stopping on the validation
+    loss and an EMA of the weights, and predicts with the EMA weights.
 
     Parameters
     ----------

@@ -67,7 +67,7 @@ class RNAFlowRegressor(BaseTorchRegressor):
         for any gene panel, even a single gene. A bundled collection name
         (``"go_molecular_function"``), a GMT or JSON path, or a dict from
         set name to gene names or column indices is matched to the target
-        genes through :func:`skrnafm.pathways.resolve_gene_sets`; genes in no
+        genes through :func:`skrnafm.pathways.resolve_gene_sets`. Genes in no
         set form a background token, with a ``GeneSetWarning`` counting them.
         Matching by name needs ``y`` as a DataFrame.
     hidden_dim : int, default=256
