@@ -403,3 +403,9 @@ def test_pickle_from_cpu_loads_without_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         pickle.loads(pickle.dumps(model))
+
+
+def test_verbose_shows_epoch_progress(capsys):
+    X, Y = make_data()
+    fast(verbose=1, max_epochs=2).fit(X, Y)
+    assert "LinearTokenRegressor" in capsys.readouterr().err

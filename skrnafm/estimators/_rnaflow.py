@@ -38,7 +38,7 @@ _MIN_CALIBRATION_ROWS = 3
 _CALIBRATION_SHRINKAGE = 10.0
 
 # Flow samples (slides x draws) per solver call, to bound memory.
-_SAMPLE_ROWS = 512
+_SAMPLE_ROWS = 256
 
 # Offsets added to the fitted seed so that training, validation and
 # prediction noise come from different streams.
