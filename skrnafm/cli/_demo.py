@@ -392,7 +392,7 @@ def run(args):
     wall_seconds = time.perf_counter() - wall_start
     info = {
         "settings": settings,
-        "n_samples": int(len(Y)),
+        "n_pseudobulk_samples": int(len(Y)),
         "n_genes": len(genes),
         "featurize_seconds": round(featurize_seconds, 1),
         "cv_seconds": {name: round(r["seconds"], 1) for name, r in results.items()},
