@@ -8,8 +8,8 @@ from skrnafm.flow import LinearPath
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    # These tensors are tiny: with several threads the OpenMP synchronisation
-    # costs more than the work, by 25x on a busy 2-core machine.
+    # These tensors are tiny, so OpenMP synchronisation between threads costs more
+    # than the work (25 times more on a busy 2-core machine).
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

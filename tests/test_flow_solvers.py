@@ -18,15 +18,15 @@ EXACT = X0 @ torch.linalg.matrix_exp(A).T
 
 ORDERS = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
 
-# Largest error at n_steps=20 for this A and X0; each bound is about twice
+# Largest error at n_steps=20 for this A and X0. Each bound is about twice
 # the observed error, so the test fails on a real loss of accuracy.
 TOLERANCE_20_STEPS = {"euler": 5e-2, "midpoint": 2e-3, "heun": 2e-3, "rk4": 5e-7}
 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    # These tensors are tiny: with several threads the OpenMP synchronisation
-    # costs more than the work, by 25x on a busy 2-core machine.
+    # These tensors are tiny, so OpenMP synchronisation between threads costs more
+    # than the work (25 times more on a busy 2-core machine).
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -144,7 +144,7 @@ def gaussian_flow_map(z, t):
 
 
 def test_gaussian_velocity_matches_flow_map():
-    # The monotone map z -> t mu + sigma_t z keeps x_t's marginal; its time
+    # The monotone map z -> t mu + sigma_t z keeps x_t's marginal, so its time
     # derivative must equal the velocity field at the mapped point.
     z = torch.randn(50, 4, dtype=torch.float64)
     for t in (0.1, 0.4, 0.9):

@@ -35,8 +35,8 @@ SMALL = {"n_tokens": 3, "token_dim": 8, "hidden_dim": 16, "depth": 2, "n_heads":
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    # These tensors are tiny: with several threads the OpenMP synchronisation
-    # costs more than the work, by 25x on a busy 2-core machine.
+    # These tensors are tiny, so OpenMP synchronisation between threads costs more
+    # than the work (25 times more on a busy 2-core machine).
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -133,7 +133,7 @@ def test_velocity_net_rows_independent():
 
 
 def test_velocity_net_overlapping_sets_average():
-    # With zero output weights each set head emits its bias; set p emits p + 1.
+    # With zero output weights each set head emits its bias, and set p emits p + 1.
     net = make_net()
     with torch.no_grad():
         for weight in net.out_weights:
@@ -175,7 +175,7 @@ def test_velocity_net_graph_mask():
     net = make_net()
     mask = net.graph_mask
     position = {int(p): i for i, p in enumerate(net.set_order)}
-    # Sets 0 and 1 share gene 2; sets 0 and 2 share nothing; set 4 is alone.
+    # Sets 0 and 1 share gene 2. Sets 0 and 2 share nothing. Set 4 is alone.
     assert bool(mask[position[0], position[1]])
     assert not bool(mask[position[0], position[2]])
     assert bool(mask[position[2], position[3]])

@@ -55,7 +55,7 @@ class ClassifierFreeGuidance:
     cond : Tensor of shape (n_samples, cond_dim)
         Encoded condition for each row of ``x``.
     null_cond : Tensor of shape (n_samples, cond_dim) or (1, cond_dim)
-        Encoded null condition; a single row is broadcast.
+        Encoded null condition. A single row is broadcast to every sample.
     scale : float, default=2.0
         Guidance weight, at least 0.
     batch_branches : bool, default=True
@@ -64,7 +64,7 @@ class ClassifierFreeGuidance:
     Attributes
     ----------
     n_model_calls : int
-        Calls made to ``model`` so far; a batched guided evaluation counts once.
+        Calls made to ``model`` so far. A batched guided evaluation counts once.
     n_evaluations : int
         Guided velocity evaluations so far (the solver's NFE).
     """

@@ -115,9 +115,9 @@ class LinearPath:
         x1 : Tensor of shape (n_samples, ...)
             Data points (standardized targets).
         x0 : Tensor of the same shape as ``x1``, default=None
-            Noise; drawn from N(0, I) with ``generator`` when None.
+            Noise, drawn from N(0, I) with ``generator`` when None.
         t : Tensor of shape (n_samples,), default=None
-            Times; drawn from ``time_distribution`` when None.
+            Times, drawn from ``time_distribution`` when None.
         generator : torch.Generator, default=None
             Source of randomness, on the device of ``x1``.
 

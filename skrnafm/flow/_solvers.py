@@ -26,7 +26,7 @@ error estimate stays below ``atol + rtol * |x|`` in RMS norm. It raises
 ``RuntimeError`` after ``max_steps`` accepted steps.
 
 Device and dtype follow ``x0``. Run the solver under ``torch.no_grad()``
-for sampling; nothing here detaches on its own.
+for sampling, because nothing here detaches tensors.
 """
 
 import math
@@ -107,7 +107,7 @@ def integrate(
     method : {"euler", "midpoint", "heun", "rk4", "dopri5"}, default="euler"
         Solver. The fixed-step methods take ``n_steps`` equal steps.
     n_steps : int, default=20
-        Number of steps of a fixed-step method; ignored by ``"dopri5"``.
+        Number of steps of a fixed-step method. ``"dopri5"`` ignores it.
     t0, t1 : float, default=0.0, 1.0
         Start and end time. ``t1 < t0`` integrates backwards.
     rtol, atol : float, default=1e-3, 1e-4
@@ -209,8 +209,8 @@ def _dopri5(velocity_fn, x, t0, t1, *, rtol, atol, max_steps):
     while direction * (t1 - t) > 1e-12 * span:
         if n_accepted >= max_steps:
             raise RuntimeError(
-                f"dopri5 reached max_steps={max_steps} at t={t:.6g} before t1={t1:g}; "
-                "raise max_steps or loosen rtol/atol."
+                f"dopri5 reached max_steps={max_steps} at t={t:.6g} before t1={t1:g}. Raise "
+                "max_steps or loosen rtol/atol."
             )
         h = min(h, direction * (t1 - t))
         hs = direction * h

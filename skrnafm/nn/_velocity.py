@@ -37,7 +37,7 @@ construction to minimise zero padding), and each bucket's input and output
 layers run as one ``torch.bmm``. The outputs of all sets go back to gene
 space with one ``index_add``. Padded weights receive zero gradient, so they
 stay zero under AdamW and EMA. Device and dtype follow the inputs and the
-module; under ``torch.autocast`` the matrix products run in bf16.
+module. Under ``torch.autocast`` the transformer matrix products run in bf16.
 """
 
 import math
@@ -89,7 +89,8 @@ def _sinusoidal_embedding(t, dim, max_period=10000.0):
     """Embed times in [0, 1] as ``dim`` sines and cosines of geometric frequencies."""
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    # Times live in [0, 1]; scale by 1000 so the fastest frequencies still vary along the path.
+    # Times live in [0, 1]. Scaling by 1000, as for integer diffusion steps, keeps most
+    # frequencies from being nearly constant along the path.
     angles = 1000.0 * t.float()[:, None] * freqs[None, :]
     emb = torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
     if dim % 2:
@@ -199,7 +200,7 @@ class VelocityNet(nn.Module):
     n_heads : int, default=8
         Attention heads, in every attention layer.
     condition_dim : int or None, default=None
-        Width of the condition transformer. None keeps ``token_dim``; a
+        Width of the condition transformer. None keeps ``token_dim``. A
         smaller value adds a linear projection first and makes the condition
         branch cheaper by about ``(token_dim / condition_dim) ** 2``.
     condition_depth : int, default=2
@@ -313,7 +314,7 @@ class VelocityNet(nn.Module):
             valid.append(mask.ravel())
             self.bucket_sizes.append((len(bucket_sets), width))
 
-            # Each set's layers use its true fan-in; padded entries are zero.
+            # Each set's layers use its true fan-in, and padded entries start at zero.
             fan_in = np.maximum(sizes[bucket_sets], 1).astype(np.float32)
             bound_in = torch.from_numpy(1.0 / np.sqrt(fan_in))[:, None, None]
             w_in = (torch.rand(len(bucket_sets), hidden, width) * 2 - 1) * bound_in
@@ -362,7 +363,10 @@ class VelocityNet(nn.Module):
         shared = (incidence @ incidence.T) > 0
         mask = np.zeros((n_sets + 1, n_sets + 1), dtype=bool)
         mask[:n_sets, :n_sets] = shared
-        # Every token attends to itself; the background shares genes with no set.
+        # Every token attends to itself. The background shares genes with no set, so it
+        # attends only to itself.
+        # NOTE: this isolates the background token in this layer, and it meets the sets
+        # only in the adaLN-Zero blocks. Whether the paper does the same is not known.
         np.fill_diagonal(mask, True)
         return torch.from_numpy(mask)
 
@@ -445,7 +449,7 @@ class VelocityNet(nn.Module):
         # they run in the weights' own dtype: casting 130 M weights to bf16 and
         # their gradients back at every step costs more than it saves.
         with torch.autocast(device_type=x_t.device.type, enabled=False):
-            # Rows are genes, columns are batch entries; the extra last row is zero.
+            # Rows are genes and columns are batch entries. The extra last row is zero.
             x_rows = torch.cat([x_t.t(), x_t.new_zeros(1, batch)]).to(weight_dtype)
             gathered = x_rows.index_select(0, self.padded_index)
 
@@ -506,7 +510,7 @@ def _read_gene_sets(gene_sets):
         if not hasattr(gene_sets, attribute):
             raise TypeError(
                 f"gene_sets must have members, background and n_genes attributes "
-                f"(as skrnafm.pathways.resolve_gene_sets returns); {type(gene_sets).__name__} "
+                f"(as skrnafm.pathways.resolve_gene_sets returns), but {type(gene_sets).__name__} "
                 f"has no {attribute!r}."
             )
     n_genes = int(gene_sets.n_genes)
