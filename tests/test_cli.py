@@ -24,7 +24,8 @@ CROP = 600
 CROP_ORIGINS = [(900, 600), (1200, 600), (900, 1200), (1200, 1200), (900, 1800), (1200, 1800)]
 TINY_RNAFM = [
     "--param", "hidden_dim=16", "--param", "depth=1", "--param", "n_heads=2",
-    "--param", "n_samples=4", "--max-epochs", "2", "--pathways", "none",
+    "--param", "n_samples=4", "--param", "precision='fp32'", "--max-epochs", "2",
+    "--pathways", "none",
 ]
 
 
