@@ -27,7 +27,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/skrnafm demo --out skrnafm_reports/demo
 
 test: $(VENV)/.installed
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2
 	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
 
 clean:
