@@ -195,7 +195,7 @@ def main(argv=None):
         "",
         f"The machine was shared with other jobs: the 1-minute load average was "
         f"{load_before:.1f} before and {load_after:.1f} after the run (2.0 means both "
-        "cores busy), so the figures are lower bounds of what an idle machine gives.",
+        "cores busy), so an idle machine is expected to give higher figures.",
         "",
         "| measurement | value |",
         "| --- | --- |",
