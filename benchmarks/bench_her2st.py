@@ -166,7 +166,11 @@ def main(argv=None):
         # The page is rewritten after every section, so an interrupted run
         # still leaves the sections it finished.
         table = summary_table(rows)
-        per_section = pd.DataFrame(rows).pivot(index="model", columns="held_out", values="mean_r_top1000_expressed")
+        per_section = {
+            metric: pd.DataFrame(rows).pivot(index="model", columns="held_out", values=metric)
+            for metric in ("mean_r_top1000_expressed", "coverage90")
+            if metric in pd.DataFrame(rows).columns
+        }
         wall = time.perf_counter() - started
         write_page(args, bulk, Y, X, n_tiles, featurize_seconds, table, per_section, env, wall)
 
@@ -195,7 +199,7 @@ def write_page(args, bulk, Y, X, n_tiles, featurize_seconds, table, per_section,
         f"({n_tiles.min()}-{n_tiles.max()} tiles per sample, featurized in {featurize_seconds:.0f} s, "
         f"0 s when the cache is warm), pooled into {args.n_clusters} super-tiles, so X is "
         f"{X.shape[0]} x {X.shape[1]}. Every number is the mean over the held-out sections "
-        f"({', '.join(per_section.columns)}) of a "
+        f"({', '.join(per_section['mean_r_top1000_expressed'].columns)}) of a "
         "metric computed within the held-out section; the 1,000 most expressed genes and the honest "
         "top-k genes are chosen on the training sections only.",
         "",
@@ -207,7 +211,7 @@ def write_page(args, bulk, Y, X, n_tiles, featurize_seconds, table, per_section,
         "",
         "Mean r over the 1,000 most expressed genes, per held-out section:",
         "",
-        to_markdown(per_section, columns={}),
+        to_markdown(per_section["mean_r_top1000_expressed"], columns={}),
         "",
         "## Spread",
         "",
@@ -216,6 +220,7 @@ def write_page(args, bulk, Y, X, n_tiles, featurize_seconds, table, per_section,
         "",
         to_markdown(table[[c for c in spread if c in table.columns]]),
         "",
+        *per_section_coverage_lines(per_section.get("coverage90")),
         "## Targets",
         "",
         *target_lines(table),
@@ -224,6 +229,17 @@ def write_page(args, bulk, Y, X, n_tiles, featurize_seconds, table, per_section,
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {args.output}")
+
+
+def per_section_coverage_lines(coverage):
+    if coverage is None or coverage.isna().all().all():
+        return []
+    return [
+        "90% interval coverage per held-out section (B4 is the only section of patient B):",
+        "",
+        to_markdown(coverage.dropna(how="all"), columns={}),
+        "",
+    ]
 
 
 def settings_lines(args):
