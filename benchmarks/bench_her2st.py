@@ -8,9 +8,10 @@ skip the encoder) and pooled into super-tiles. Each section is held out in
 turn, B4 (the only section of patient B) included: every model is fitted on
 the other four sections and scored on the held-out one.
 
-Run from the project root::
+Run from the project root, with SKRNAFM_DATA set to the folder that holds
+her2st/ and tcga/::
 
-    SKRNAFM_DATA=../shared/data python benchmarks/bench_her2st.py
+    SKRNAFM_DATA=<data folder> python benchmarks/bench_her2st.py
 
 Options: ``--models``, ``--max-epochs``, ``--n-clusters``,
 ``--min-detection``, ``--cache-dir``, ``--output`` (default
@@ -178,7 +179,7 @@ def main(argv=None):
 
 
 def write_page(args, bulk, Y, X, n_tiles, featurize_seconds, table, per_section, env, wall):
-    command = "SKRNAFM_DATA=../shared/data python benchmarks/bench_her2st.py"
+    command = "SKRNAFM_DATA=<data folder> python benchmarks/bench_her2st.py"
     if args.max_epochs != 60:
         command += f" --max-epochs {args.max_epochs}"
     if args.threads is not None:

@@ -8,9 +8,10 @@ interval coverage and CRPS on the observed targets, plus the same interval's
 true coverage and the expected CRPS under the true distribution. An oracle
 row uses the true conditional distribution itself.
 
-Run from the project root::
+Run from the project root, with SKRNAFM_DATA set to the folder that holds
+tcga/::
 
-    SKRNAFM_DATA=../shared/data python benchmarks/bench_synthetic.py
+    SKRNAFM_DATA=<data folder> python benchmarks/bench_synthetic.py
 
 Options: ``--n-patients``, ``--n-genes``, ``--folds``, ``--models``,
 ``--max-epochs``, ``--output`` (default ``docs/benchmarks/synthetic.md``).
@@ -196,7 +197,7 @@ def main(argv=None):
 
 def write_page(args, data, table, env, wall, n_folds_done):
     n_slides, n_genes = data.Y.shape
-    command = "SKRNAFM_DATA=../shared/data python benchmarks/bench_synthetic.py"
+    command = "SKRNAFM_DATA=<data folder> python benchmarks/bench_synthetic.py"
     extra = [
         f"--{name.replace('_', '-')} {value}"
         for name, value in (("n_patients", args.n_patients), ("n_genes", args.n_genes), ("max_epochs", args.max_epochs))
