@@ -245,7 +245,7 @@ def per_section_coverage_lines(coverage):
 
 def settings_lines(args):
     return [
-        "Model settings, fixed before any benchmark run and the same for every fold: all torch models "
+        "Model settings were fixed before any benchmark run and are the same for every fold. All torch models "
         f"train with AdamW at learning rate 1e-3, batches of {BATCH_SIZE}, at most {args.max_epochs} epochs "
         "with early stopping on their own validation split of the training groups. RNAFlowRegressor: "
         "gene groups learned from the training targets (pathways=None), hidden width 32, depth 2, "
