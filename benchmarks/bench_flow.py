@@ -247,7 +247,7 @@ def section_accuracy(args):
             x, info = run("dopri5", precision=precision, rtol=1e-3, atol=1e-3, max_steps=200)
             rows.append({"method": "dopri5 (rtol=atol=1e-3)", "n_steps": info.n_steps, "precision": precision,
                          "nfe": info.nfe, "rel_rmse": float((x - reference).pow(2).mean().sqrt()) / scale})
-    return {"final_loss": float(loss), "reference_nfe": reference_info.nfe, "rows": rows, "n_genes": n_genes,
+    return {"final_loss": loss.item(), "reference_nfe": reference_info.nfe, "rows": rows, "n_genes": n_genes,
             "train_steps": args.train_steps}
 
 
@@ -348,7 +348,11 @@ def main(argv=None):
     results["default"] = (default_method, default_steps)
     results["elapsed_s"] = time.perf_counter() - started
     results["load"] = (load_before, os.getloadavg())
-    write_doc(results, " ".join(["python", "benchmarks/bench_flow.py", *(sys.argv[1:] if argv is None else argv)]))
+    shown = [*(sys.argv[1:] if argv is None else argv)]
+    if "--data-home" in shown:
+        # The data folder is machine-specific, so the page names the option only.
+        shown[shown.index("--data-home") + 1] = "DATA"
+    write_doc(results, " ".join(["python", "benchmarks/bench_flow.py", *shown]))
     print(f"wrote {DOC.relative_to(REPO)}")
 
 
