@@ -30,6 +30,7 @@ INSTALL_REQUIRES = [
     "safetensors>=0.4",
     "matplotlib>=3.7",
     "tqdm>=4.60",
+    "threadpoolctl>=3.1",
 ]
 
 EXTRAS_REQUIRE = {
@@ -38,7 +39,7 @@ EXTRAS_REQUIRE = {
     "timm": ["timm>=1.0"],
     "dask": ["dask>=2024.1", "distributed>=2024.1"],
     "anndata": ["anndata>=0.10"],
-    "docs": ["sphinx>=7.0", "numpydoc>=1.6"],
+    "docs": ["sphinx>=7.0", "numpydoc>=1.6", "myst-parser>=2.0"],
     "test": [
         "pytest>=7.4",
         "pytest-xdist>=3.3",
@@ -48,6 +49,7 @@ EXTRAS_REQUIRE = {
         "anndata>=0.10",
         "sphinx>=7.0",
         "numpydoc>=1.6",
+        "myst-parser>=2.0",
     ],
 }
 
