@@ -71,14 +71,14 @@ def add_parser(subparsers, formatter_class):
         "--sections", nargs="+", default=None, metavar="S",
         help="HER2ST sections to use (default: all five)",
     )
-    # NOTE: with the GO molecular-function sets (359 matched on 1,000 HER2ST
-    # genes), RNA-FM fitted about 5 times and sampled about 20 times slower
-    # than with learned groups (32) on the shared 2-core CPU. That is past
-    # the demo's time budget, so learned groups are the default here.
+    # NOTE: with the GO sets (359 matched on the 1,000 genes) RNA-FM's
+    # cross-validation took about 200 s on an idle 2-core CPU, against about
+    # 20 s with learned groups ('none'); on a CPU shared with other work it
+    # can take many times longer.
     parser.add_argument(
-        "--pathways", default="none",
-        help="gene sets of RNA-FM: 'none' learns gene groups from the training targets; "
-        "'go_molecular_function' (bundled) or a .gmt or .json file uses those sets",
+        "--pathways", default="go_molecular_function",
+        help="gene sets of RNA-FM: 'go_molecular_function' (bundled), a .gmt or .json file, "
+        "or 'none' to learn gene groups from the training targets (much faster on a CPU)",
     )
     parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, mps")
     parser.add_argument("--random-state", type=int, default=0, help="seed")
