@@ -89,6 +89,8 @@ def build_models(names, n_tokens, max_epochs, seed):
             condition_dim=128,
             max_epochs=max_epochs,
             learning_rate=1e-3,
+            solver="midpoint",
+            n_steps=4,
             n_samples=16,
             n_tokens=n_tokens,
             random_state=seed,

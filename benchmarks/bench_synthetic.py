@@ -76,6 +76,8 @@ def build_models(names, n_tokens, max_epochs, seed):
             n_heads=4,
             max_epochs=max_epochs,
             learning_rate=1e-3,
+            solver="midpoint",
+            n_steps=4,
             n_samples=10,
             n_tokens=n_tokens,
             random_state=seed,
