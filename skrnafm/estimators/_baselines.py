@@ -109,6 +109,77 @@ _TRANSFORMER_CONSTRAINTS = {
 }
 
 
+class _TransformerRegressor(_MSERegressor):
+    """Shared constructor of the token-transformer baselines.
+
+    Subclasses name their network class in ``_network_name``.
+    """
+
+    _network_name = None
+
+    _parameter_constraints = _TRANSFORMER_CONSTRAINTS
+
+    def __init__(
+        self,
+        *,
+        hidden_dim=256,
+        depth=6,
+        n_heads=8,
+        mlp_ratio=4.0,
+        dropout=0.1,
+        max_epochs=100,
+        batch_size=32,
+        learning_rate=1e-4,
+        weight_decay=0.01,
+        validation_fraction=0.1,
+        early_stopping=True,
+        patience=10,
+        n_tokens="auto",
+        ema_decay=0.999,
+        ema_warmup_steps=10_000,
+        device="auto",
+        precision="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        super().__init__(
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            validation_fraction=validation_fraction,
+            early_stopping=early_stopping,
+            patience=patience,
+            n_tokens=n_tokens,
+            ema_decay=ema_decay,
+            ema_warmup_steps=ema_warmup_steps,
+            device=device,
+            precision=precision,
+            random_state=random_state,
+            verbose=verbose,
+        )
+        self.hidden_dim = hidden_dim
+        self.depth = depth
+        self.n_heads = n_heads
+        self.mlp_ratio = mlp_ratio
+        self.dropout = dropout
+
+    def _build_network(self, n_tokens, token_dim, n_genes):
+        from .. import nn
+
+        network_class = getattr(nn, self._network_name)
+        return network_class(
+            n_tokens,
+            token_dim,
+            n_genes,
+            hidden_dim=self._check_heads(token_dim),
+            depth=self.depth,
+            n_heads=self.n_heads,
+            mlp_ratio=self.mlp_ratio,
+            dropout=self.dropout,
+        )
+
+
 @_fill_docstring
 class HE2RNARegressor(_MSERegressor):
     """HE2RNA: a per-super-tile MLP with a top-k mean over super-tiles per gene.
@@ -225,7 +296,7 @@ class HE2RNARegressor(_MSERegressor):
 
 
 @_fill_docstring
-class TRNAsformerRegressor(_MSERegressor):
+class TRNAsformerRegressor(_TransformerRegressor):
     """tRNAsformer: a pre-norm transformer encoder over the super-tile tokens.
 
     The K super-tile tokens are projected to ``hidden_dim`` and given a
@@ -265,70 +336,11 @@ class TRNAsformerRegressor(_MSERegressor):
     (2, 3)
     """
 
-    _parameter_constraints = _TRANSFORMER_CONSTRAINTS
-
-    def __init__(
-        self,
-        *,
-        hidden_dim=256,
-        depth=6,
-        n_heads=8,
-        mlp_ratio=4.0,
-        dropout=0.1,
-        max_epochs=100,
-        batch_size=32,
-        learning_rate=1e-4,
-        weight_decay=0.01,
-        validation_fraction=0.1,
-        early_stopping=True,
-        patience=10,
-        n_tokens="auto",
-        ema_decay=0.999,
-        ema_warmup_steps=10_000,
-        device="auto",
-        precision="auto",
-        random_state=None,
-        verbose=0,
-    ):
-        super().__init__(
-            max_epochs=max_epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            weight_decay=weight_decay,
-            validation_fraction=validation_fraction,
-            early_stopping=early_stopping,
-            patience=patience,
-            n_tokens=n_tokens,
-            ema_decay=ema_decay,
-            ema_warmup_steps=ema_warmup_steps,
-            device=device,
-            precision=precision,
-            random_state=random_state,
-            verbose=verbose,
-        )
-        self.hidden_dim = hidden_dim
-        self.depth = depth
-        self.n_heads = n_heads
-        self.mlp_ratio = mlp_ratio
-        self.dropout = dropout
-
-    def _build_network(self, n_tokens, token_dim, n_genes):
-        from ..nn import TRNAsformerNet
-
-        return TRNAsformerNet(
-            n_tokens,
-            token_dim,
-            n_genes,
-            hidden_dim=self._check_heads(token_dim),
-            depth=self.depth,
-            n_heads=self.n_heads,
-            mlp_ratio=self.mlp_ratio,
-            dropout=self.dropout,
-        )
+    _network_name = "TRNAsformerNet"
 
 
 @_fill_docstring
-class SequoiaRegressor(_MSERegressor):
+class SequoiaRegressor(_TransformerRegressor):
     """SEQUOIA: linear-cost attention over the super-tile tokens.
 
     Each of ``depth`` blocks runs ``n_heads`` heads. In a head, a per-token
@@ -371,63 +383,4 @@ class SequoiaRegressor(_MSERegressor):
     (2, 3)
     """
 
-    _parameter_constraints = _TRANSFORMER_CONSTRAINTS
-
-    def __init__(
-        self,
-        *,
-        hidden_dim=256,
-        depth=6,
-        n_heads=8,
-        mlp_ratio=4.0,
-        dropout=0.1,
-        max_epochs=100,
-        batch_size=32,
-        learning_rate=1e-4,
-        weight_decay=0.01,
-        validation_fraction=0.1,
-        early_stopping=True,
-        patience=10,
-        n_tokens="auto",
-        ema_decay=0.999,
-        ema_warmup_steps=10_000,
-        device="auto",
-        precision="auto",
-        random_state=None,
-        verbose=0,
-    ):
-        super().__init__(
-            max_epochs=max_epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            weight_decay=weight_decay,
-            validation_fraction=validation_fraction,
-            early_stopping=early_stopping,
-            patience=patience,
-            n_tokens=n_tokens,
-            ema_decay=ema_decay,
-            ema_warmup_steps=ema_warmup_steps,
-            device=device,
-            precision=precision,
-            random_state=random_state,
-            verbose=verbose,
-        )
-        self.hidden_dim = hidden_dim
-        self.depth = depth
-        self.n_heads = n_heads
-        self.mlp_ratio = mlp_ratio
-        self.dropout = dropout
-
-    def _build_network(self, n_tokens, token_dim, n_genes):
-        from ..nn import SequoiaNet
-
-        return SequoiaNet(
-            n_tokens,
-            token_dim,
-            n_genes,
-            hidden_dim=self._check_heads(token_dim),
-            depth=self.depth,
-            n_heads=self.n_heads,
-            mlp_ratio=self.mlp_ratio,
-            dropout=self.dropout,
-        )
+    _network_name = "SequoiaNet"
