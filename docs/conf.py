@@ -33,8 +33,8 @@ numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 
 # benchmarks/*.md are sections that benchmarks/assemble.py concatenates
-# into benchmarks.md; README_draft.md is text for the repository README.
-exclude_patterns = ["_build", "benchmarks/*", "README_draft.md"]
+# into benchmarks.md.
+exclude_patterns = ["_build", "benchmarks/*"]
 myst_heading_anchors = 3
 html_theme = "alabaster"
 html_title = f"skrnafm {release}"

@@ -8,7 +8,6 @@ estimator without an entry fails ``test_every_estimator_has_config``.
 
 import inspect
 
-import pytest
 from sklearn.base import BaseEstimator
 from sklearn.utils.estimator_checks import parametrize_with_checks
 

@@ -11,7 +11,6 @@ import torch
 from sklearn.utils._param_validation import InvalidParameterError
 
 from skrnafm.estimators import BaseTorchRegressor
-from skrnafm.estimators import _base
 from skrnafm.exceptions import SkrnafmWarning
 
 
@@ -350,12 +349,14 @@ def test_nonfinite_training_loss_warns():
 # ---------------------------------------------------------------- precision and device
 
 
-def test_precision_auto_uses_bf16_on_capable_cpu():
+def test_precision_auto_is_fp32_on_cpu():
     model = fast(precision="auto")
-    with mock.patch.object(_base, "_cpu_has_native_bf16", return_value=True):
-        assert model._resolved_precision(torch.device("cpu")) == "bf16"
-    with mock.patch.object(_base, "_cpu_has_native_bf16", return_value=False):
-        assert model._resolved_precision(torch.device("cpu")) == "fp32"
+    assert model._resolved_precision(torch.device("cpu")) == "fp32"
+
+
+def test_precision_bf16_kept_on_cpu_when_requested():
+    model = fast(precision="bf16")
+    assert model._resolved_precision(torch.device("cpu")) == "bf16"
 
 
 def test_precision_bf16_close_to_fp32():

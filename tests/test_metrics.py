@@ -26,7 +26,6 @@ from skrnafm.metrics import (
     make_gene_scorer,
     mean_pearson_per_gene,
     pearson_per_gene,
-    rmse_per_gene,
     sample_interval,
     top_k_summary,
 )
