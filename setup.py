@@ -1,6 +1,6 @@
 """Installation script for skrnafm.
 
-The metadata lives here, as the project's design card asks for a
+The metadata lives here because the project's design specifies a
 ``setup.py``; ``pyproject.toml`` only names the build backend and holds tool
 settings.
 """

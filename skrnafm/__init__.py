@@ -6,9 +6,9 @@ scikit-learn estimator:
 
 * :mod:`skrnafm.slide` reads slides and cuts tissue tiles,
 * :mod:`skrnafm.features` encodes tiles and pools them into super-tiles,
-* :mod:`skrnafm.flow` holds the flow-matching maths (path, solvers, guidance),
-* :mod:`skrnafm.nn` holds the torch networks,
-* :mod:`skrnafm.estimators` holds the scikit-learn regressors,
+* :mod:`skrnafm.flow` contains the flow-matching maths (path, solvers, guidance),
+* :mod:`skrnafm.nn` contains the torch networks,
+* :mod:`skrnafm.estimators` contains the scikit-learn regressors,
 * :mod:`skrnafm.metrics`, :mod:`skrnafm.pathways` and :mod:`skrnafm.datasets`
   score models, load gene sets and load data.
 

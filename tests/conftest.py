@@ -9,8 +9,8 @@ missing data folder is visible in the pytest summary and never silent.
 import os
 from pathlib import Path
 
-# The suite fits many tiny networks; on a 2-core machine one intra-op thread
-# per process is several times faster than two threads contending, and
+# The suite fits many tiny networks. On a 2-core machine one intra-op thread
+# per process was several times faster than two contending threads, and
 # `make test` runs two pytest workers. Subprocesses (examples, CLI) inherit
 # the variable.
 os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -1,4 +1,4 @@
-"""Helpers shared across skrnafm: devices, progress bars, logging."""
+"""Helpers shared across skrnafm: device selection and progress bars."""
 
 from ._device import resolve_device
 from ._progress import progress

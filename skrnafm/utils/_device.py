@@ -20,7 +20,7 @@ def resolve_device(device="auto"):
     Raises
     ------
     ValueError
-        If the string is not a device torch knows, or names a CUDA device
+        If the string is not a device torch recognizes, or names a CUDA device
         on a machine without one.
     """
     import torch
