@@ -113,9 +113,11 @@ class BaseTorchRegressor(RegressorMixin, BaseEstimator):
         Numeric precision of the forward passes. ``"bf16"`` runs them under
         bfloat16 autocast; ``"auto"`` uses bf16 on CUDA devices with bf16
         support and fp32 elsewhere. On a 2-core CPU with native bf16, small
-        networks fitted about 5 times slower under bf16 autocast and the
-        paper-size flow network only about 15% faster, so ``"bf16"`` on the
-        CPU is opt-in. Weights and optimizer state stay in fp32.
+        networks fitted about 5 times slower under bf16 autocast, while a
+        training step of the paper-size flow network ran about 1.6 times
+        faster (``benchmarks/bench_flow.py``). So ``"bf16"`` on the CPU is
+        opt-in, worth it for large models. Weights and optimizer state stay
+        in fp32.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialization, batch order, the validation split and
         the noise of training and prediction. An int makes ``fit`` and
