@@ -379,7 +379,8 @@ def write_doc(results, command):
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"{torch.get_num_threads()} torch threads, no GPU. Load average before/after "
-        f"{results['load'][0][0]:.1f}/{results['load'][1][0]:.1f}: other jobs shared the cores.",
+        f"{results['load'][0][0]:.1f}/{results['load'][1][0]:.1f}"
+        + (": other jobs shared the cores." if results["load"][0][0] >= 1.0 else "."),
         f"Versions: Python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}, "
         f"scikit-learn {sklearn.__version__}.",
         "",
