@@ -193,9 +193,13 @@ def main(argv=None):
         f"torch {torch.__version__}, scikit-learn {sklearn.__version__}, numpy "
         f"{np.__version__}, skrnafm {skrnafm.__version__}.",
         "",
-        f"The machine was shared with other jobs: the 1-minute load average was "
-        f"{load_before:.1f} before and {load_after:.1f} after the run (2.0 means both "
-        "cores busy), so an idle machine is expected to give higher figures.",
+        f"The 1-minute load average was {load_before:.1f} before and {load_after:.1f} "
+        "after the run (2.0 means both cores busy)"
+        + (
+            ": other jobs shared the machine, so an idle one is expected to give higher figures."
+            if load_before >= 1.0
+            else "."
+        ),
         "",
         "| measurement | value |",
         "| --- | --- |",
