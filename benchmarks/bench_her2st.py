@@ -32,13 +32,13 @@ from sklearn.model_selection import LeaveOneGroupOut
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
-    COLUMNS,
     RidgeWithSpread,
     environment,
     environment_lines,
     fit_predict,
     limit_threads,
     score_fold,
+    settings_lines,
     summary_table,
     to_markdown,
 )
@@ -206,7 +206,7 @@ def write_page(args, bulk, Y, X, n_tiles, featurize_seconds, table, per_section,
         "metric computed within the held-out section; the 1,000 most expressed genes and the honest "
         "top-k genes are chosen on the training sections only.",
         "",
-        *settings_lines(args),
+        *settings_lines(BATCH_SIZE, args.max_epochs, args.n_draws),
         "",
         "## Point accuracy",
         "",
@@ -242,21 +242,6 @@ def per_section_coverage_lines(coverage):
         "",
         to_markdown(coverage.dropna(how="all"), columns={}),
         "",
-    ]
-
-
-def settings_lines(args):
-    return [
-        "Model settings were fixed before any benchmark run and are the same for every fold. All torch models "
-        f"train with AdamW at learning rate 1e-3, batches of {BATCH_SIZE}, at most {args.max_epochs} epochs "
-        "with early stopping on their own validation split of the training groups. RNAFlowRegressor: "
-        "gene groups learned from the training targets (pathways=None), hidden width 32, depth 2, "
-        "4 heads, 4 midpoint steps with guidance weight 2, "
-        f"{args.n_draws} draws per prediction. HE2RNARegressor: defaults. TRNAsformerRegressor and "
-        "SequoiaRegressor: width 64, depth 2, 4 heads. Ridge: penalty by leave-one-out CV on the "
-        "training rows. These are CPU-sized settings, not the research configuration (GO sets, width "
-        "256, depth 7): with the 380 overlapping GO sets at 20,820 genes, three epochs on 250 slides "
-        "took over 7 minutes on this machine.",
     ]
 
 

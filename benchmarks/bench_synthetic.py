@@ -39,6 +39,7 @@ from _common import (  # noqa: E402
     limit_threads,
     predictive_interval,
     score_fold,
+    settings_lines,
     summary_table,
     to_markdown,
 )
@@ -226,7 +227,7 @@ def write_page(args, data, table, env, wall, n_folds_done):
         "computed on the held-out patients only. The oracle row predicts the true conditional mean and "
         "std; its interval and CRPS are Gaussian, so they are approximate for the bimodal genes.",
         "",
-        *settings_lines(args),
+        *settings_lines(BATCH_SIZE, args.max_epochs, args.n_draws),
         "",
         "## Point accuracy",
         "",
@@ -250,21 +251,6 @@ def write_page(args, data, table, env, wall, n_folds_done):
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {args.output}")
-
-
-def settings_lines(args):
-    return [
-        "Model settings were fixed before any benchmark run and are the same for every fold. All torch models "
-        f"train with AdamW at learning rate 1e-3, batches of {BATCH_SIZE}, at most {args.max_epochs} epochs "
-        "with early stopping on their own validation split of the training groups. RNAFlowRegressor: "
-        "gene groups learned from the training targets (pathways=None), hidden width 32, depth 2, "
-        "4 heads, 4 midpoint steps with guidance weight 2, "
-        f"{args.n_draws} draws per prediction. HE2RNARegressor: defaults. TRNAsformerRegressor and "
-        "SequoiaRegressor: width 64, depth 2, 4 heads. Ridge: penalty by leave-one-out CV on the "
-        "training rows. These are CPU-sized settings, not the research configuration (GO sets, width "
-        "256, depth 7): with the 380 overlapping GO sets at 20,820 genes, three epochs on 250 slides "
-        "took over 7 minutes on this machine.",
-    ]
 
 
 def target_lines(table):
