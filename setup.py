@@ -1,7 +1,7 @@
 """Installation script for skrnafm.
 
 The metadata lives here because the project's design specifies a
-``setup.py``; ``pyproject.toml`` only names the build backend and holds tool
+``setup.py``; ``pyproject.toml`` only names the build backend and contains tool
 settings.
 """
 

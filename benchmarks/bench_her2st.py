@@ -8,7 +8,7 @@ skip the encoder) and pooled into super-tiles. Each section is held out in
 turn, B4 (the only section of patient B) included: every model is fitted on
 the other four sections and scored on the held-out one.
 
-Run from the project root, with SKRNAFM_DATA set to the folder that holds
+Run from the project root, with SKRNAFM_DATA set to the folder that contains
 her2st/ and tcga/::
 
     SKRNAFM_DATA=<data folder> python benchmarks/bench_her2st.py

@@ -8,7 +8,7 @@ interval coverage and CRPS on the observed targets, plus the same interval's
 true coverage and the expected CRPS under the true distribution. An oracle
 row uses the true conditional distribution itself.
 
-Run from the project root, with SKRNAFM_DATA set to the folder that holds
+Run from the project root, with SKRNAFM_DATA set to the folder that contains
 tcga/::
 
     SKRNAFM_DATA=<data folder> python benchmarks/bench_synthetic.py

@@ -11,7 +11,7 @@ DEFAULT_DATA_HOME = "~/skrnafm_data"
 
 
 def get_data_home(data_home=None):
-    """Return the folder that holds the skrnafm datasets.
+    """Return the folder that contains the skrnafm datasets.
 
     The folder is chosen in this order: the ``data_home`` argument, the
     ``SKRNAFM_DATA`` environment variable, then ``~/skrnafm_data``. Each

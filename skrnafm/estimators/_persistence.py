@@ -2,8 +2,8 @@
 
 ``joblib.dump`` works on every skrnafm estimator, but unpickling runs code
 named in the file, so a pickle from an untrusted source is unsafe to load.
-The format here stores no code: one safetensors file holds the network
-weights and fitted arrays, and its header holds the estimator class name,
+The format here stores no code: one safetensors file contains the network
+weights and fitted arrays, and its header contains the estimator class name,
 its parameters and the fitted metadata as JSON. Loading looks the class
 name up among the regressors of :mod:`skrnafm.estimators` only, rebuilds
 the network from the stored state and loads the weights.

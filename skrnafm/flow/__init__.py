@@ -1,6 +1,6 @@
 """The flow-matching maths: probability path, ODE solvers and guidance.
 
-Nothing here knows about networks or scikit-learn:
+Nothing here depends on the networks or on scikit-learn:
 
 * :class:`LinearPath` builds training pairs ``(x_t, t)`` and the velocity
   target ``u = x1 - x0`` for the straight noise-to-data path.

@@ -63,7 +63,7 @@ _MAX_FACTOR = 10.0
 
 @dataclass
 class SolverInfo:
-    """What one call of :func:`integrate` cost.
+    """Cost of one call of :func:`integrate`.
 
     Attributes
     ----------

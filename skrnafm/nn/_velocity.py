@@ -372,7 +372,7 @@ class VelocityNet(nn.Module):
         # Every token attends to itself. The background shares genes with no set, so it
         # attends only to itself.
         # NOTE: this isolates the background token in this layer, and it meets the sets
-        # only in the adaLN-Zero blocks. Whether the paper does the same is not known.
+        # only in the adaLN-Zero blocks. Whether the published RNA-FM code does the same is not known.
         np.fill_diagonal(mask, True)
         return torch.from_numpy(mask)
 

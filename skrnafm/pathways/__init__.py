@@ -1,6 +1,6 @@
 """Gene sets: read GMT/JSON files and bundled collections, match them to targets.
 
-The bundled ``"go_molecular_function"`` collection holds 380 Gene Ontology
+The bundled ``"go_molecular_function"`` collection contains 380 Gene Ontology
 molecular-function terms (2 to 16,674 genes each, overlapping) as gene
 symbols of the 20,820-gene TCGA list. Genes without a term are not in it;
 they join the background group when the sets are resolved.

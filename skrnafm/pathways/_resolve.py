@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 # the cap keeps the token count of a 20,000-gene panel near the 380 GO sets.
 MAX_LEARNED_SETS = 128
 
-# Number of principal components of the gene profiles that k-means sees.
+# Number of principal components of the gene profiles that k-means clusters.
 MAX_PROFILE_COMPONENTS = 32
 
 
