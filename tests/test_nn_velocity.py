@@ -226,6 +226,19 @@ def test_velocity_net_bf16_autocast_close():
     assert float((low - reference).norm() / reference.norm()) < 0.03
 
 
+def test_velocity_net_bf16_autocast_training_close():
+    # With gradients on, the token stream stays fp32 and attention runs in fp32.
+    net = randomize_zero_init(make_net())
+    x = torch.randn(4, 13)
+    tokens = torch.randn(4, 3, 8)
+    reference = net(x, 0.3, net.encode_condition(tokens))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = net(x, 0.3, net.encode_condition(tokens))
+    low.float().pow(2).sum().backward()
+    assert float((low.detach() - reference.detach()).norm() / reference.detach().norm()) < 0.03
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in net.parameters())
+
+
 def test_velocity_net_state_dict_round_trip():
     net = randomize_zero_init(make_net())
     fresh = make_net(seed=1)

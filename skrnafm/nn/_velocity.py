@@ -40,10 +40,12 @@ stay zero under AdamW and EMA. Device and dtype follow the inputs and the
 module. Under ``torch.autocast`` the transformer matrix products run in bf16.
 
 NOTE: at the paper's size on 2 idle CPU cores, a bf16 training step takes
-about 3 s and 20-step guided Euler sampling of 32 slides about 22 s, about
-twice the 1.5 s and 12 s aimed for (docs/benchmarks/flow.md). The time barely changes between
-1,000 and 20,820 genes, so the cost sits in the transformers over the 381
-set tokens and the condition branch, not in the per-set layers.
+about 3 s and 20-step guided Euler sampling of 32 slides about 18 s, against
+the 1.5 s and 12 s aimed for (docs/benchmarks/flow.md). The time barely
+changes between 1,000 and 20,820 genes. PyTorch's CPU attention kernel
+over the 381 set tokens alone takes about 0.8 s of a training step and
+0.45 s of each guided evaluation, so the targets are out of reach on this
+CPU without a faster attention kernel.
 """
 
 import math
@@ -122,9 +124,10 @@ class _Attention(nn.Module):
         qkv = self.qkv(x).reshape(batch, n_tokens, 3, self.n_heads, dim // self.n_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         dtype = q.dtype
-        if x.device.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
-            # PyTorch's CPU flash attention is as fast in fp32 as in bf16
-            # forward and faster backward (benchmarks/bench_flow.py).
+        if x.device.type == "cpu" and dtype in (torch.bfloat16, torch.float16) and torch.is_grad_enabled():
+            # PyTorch's CPU flash attention runs backward faster in fp32 than
+            # in bf16 (benchmarks/bench_flow.py). Without a backward pass, bf16
+            # is faster and saves casting q, k and v.
             q, k, v = q.float(), k.float(), v.float()
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask).to(dtype)
         return self.proj(out.transpose(1, 2).reshape(batch, n_tokens, dim))
@@ -443,6 +446,13 @@ class VelocityNet(nn.Module):
         c_act = F.silu(c)
 
         tokens = self._embed_genes(x_t)
+        device_type = x_t.device.type
+        if not torch.is_grad_enabled() and torch.is_autocast_enabled(device_type):
+            # When sampling, tokens stay in the autocast dtype between blocks, so the
+            # memory-bound norms and residual sums move half the bytes. Training keeps
+            # fp32 so that small residual updates are not rounded away.
+            low_dtype = torch.get_autocast_dtype(device_type)
+            tokens, c_act = tokens.to(low_dtype), c_act.to(low_dtype)
         tokens = self.graph_attention(tokens, self.graph_mask)
         for block in self.blocks:
             tokens = block(tokens, c_act)
