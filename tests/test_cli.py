@@ -110,6 +110,41 @@ def test_main_unknown_option_is_usage_error(capsys):
     assert run_cli("fit", "--nope") == 2
 
 
+def test_main_value_error_is_user_error(monkeypatch, capsys):
+    from skrnafm.cli import _evaluate
+
+    def fail(args):
+        raise ValueError("bad value in the input")
+
+    monkeypatch.setattr(_evaluate, "run", fail)
+    code = run_cli("evaluate", "--reference", "r.csv", "--predictions", "p.csv", "--out", "e")
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err == "skrnafm evaluate: error: bad value in the input\n"
+
+
+def test_main_bug_is_unexpected_error(monkeypatch, capsys):
+    from skrnafm.cli import _evaluate
+
+    def fail(args):
+        raise RuntimeError("internal state broken")
+
+    monkeypatch.setattr(_evaluate, "run", fail)
+    code = run_cli("evaluate", "--reference", "r.csv", "--predictions", "p.csv", "--out", "e")
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "internal state broken (RuntimeError)" in err
+    assert "unexpected error" in err
+
+
+def test_demo_help_names_models_and_scheme(capsys):
+    assert run_cli("--help") == 0
+    out = capsys.readouterr().out
+    assert "main job" not in out
+    assert "Ridge and HE2RNA" in out
+    assert "leave-one-section-out" in out
+
+
 def test_python_dash_m_prints_version():
     out = subprocess.run([sys.executable, "-m", "skrnafm", "--version"], capture_output=True,
                          text=True, check=True)
@@ -142,11 +177,67 @@ def test_featurize_lists_failed_slide(cmu_slide, kidney_tiff, tmp_path, capsys):
     assert not (tmp_path / "f" / "kidney-48-5.npz").exists()
 
 
+def test_featurize_quiet_logs_nothing(cmu_slide, kidney_tiff, tmp_path, caplog, capsys):
+    code = run_cli("featurize", cmu_slide, kidney_tiff, "--out", tmp_path / "f", "--max-tiles", "2",
+                   "-q")
+    assert code == 3
+    assert [r for r in caplog.records if r.name.startswith("skrnafm")] == []
+    assert capsys.readouterr().err == ""
+
+
+def test_featurize_logs_failed_slide_once(cmu_slide, kidney_tiff, tmp_path, caplog, capsys):
+    code = run_cli("featurize", cmu_slide, kidney_tiff, "--out", tmp_path / "f", "--max-tiles", "2")
+    records = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert code == 3
+    assert len(records) == 1
+    assert "kidney-48-5" in records[0].getMessage()
+    assert "pass --mpp" in records[0].getMessage()
+    assert "open_slide" not in records[0].getMessage()
+
+
+@pytest.mark.parametrize("value", ["none", "all", "None"])
+def test_featurize_max_tiles_none_keeps_all(slide_folder, tmp_path, value):
+    out = tmp_path / "f"
+    assert run_cli("featurize", slide_folder / "crop-0.png", "--out", out, "--mpp", "0.499",
+                   "--max-tiles", value, "-q") == 0
+    manifest = json.loads((out / "features.json").read_text())
+    assert manifest["settings"]["max_tiles"] is None
+    # The crop has 8 tissue tiles; the feature_folder fixture keeps 4 of them.
+    assert manifest["slides"][0]["n_tiles"] > 4
+
+
+def test_featurize_max_tiles_word_rejected(capsys, tmp_path):
+    assert run_cli("featurize", tmp_path, "--out", tmp_path / "f", "--max-tiles", "many") == 2
+    assert "'none' to keep every tile" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (["--max-tiles", "0"], "--max-tiles must be at least 1, or 'none'"),
+        (["--encoder", "resnet50"], "--encoder 'resnet50' is not a known encoder"),
+        (["--batch-size", "0"], "--batch-size 0 is invalid"),
+        (["--target-mpp", "-1"], "--target-mpp -1.0 is invalid"),
+    ],
+)
+def test_featurize_bad_option_one_line(options, expected, cmu_slide, tmp_path, capsys):
+    out = tmp_path / "f"
+    code = run_cli("featurize", cmu_slide, "--out", out, *options)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert expected in err
+    assert "unexpected" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
 def test_featurize_raise_policy_stops(kidney_tiff, tmp_path, capsys):
     code = run_cli("featurize", kidney_tiff, "--out", tmp_path / "f", "--on-error", "raise", "-q")
     err = capsys.readouterr().err
     assert code == 1
     assert err.startswith("skrnafm featurize: error:")
+    assert "kidney-48-5" in err
+    assert "pass --mpp" in err
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
 
@@ -251,6 +342,62 @@ def test_fit_output_parent_missing(feature_folder, reference_csv, tmp_path, caps
     assert "does not exist" in capsys.readouterr().err
 
 
+def _gmt(path, genes):
+    path.write_text("".join(f"set{i}\tna\t" + "\t".join(g) + "\n" for i, g in enumerate(genes)))
+    return path
+
+
+def _reference_genes(reference_csv):
+    return [c[len("rna_"):] for c in pd.read_csv(reference_csv, nrows=0).columns
+            if c.startswith("rna_")]
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ([*TINY_RNAFM, "--param", "solver=eulr"],
+         "--param solver='eulr' is invalid: RNAFlowRegressor's solver"),
+        ([*TINY_RNAFM, "--max-epochs", "0"], "--max-epochs 0 is invalid"),
+        ([*TINY_RNAFM, "--pathways", "nofile.gmt"],
+         "--pathways 'nofile.gmt' is neither a bundled collection"),
+        (["--model", "ridge", "--alpha", "-1"], "--alpha -1.0 is invalid"),
+        (["--model", "ridge", "--n-clusters", "0"], "--n-clusters 0 is invalid"),
+        (["--model", "ridge", "--param", "solver='x'"], "--param solver='x' is invalid"),
+    ],
+)
+def test_fit_bad_option_one_line(options, expected, feature_folder, reference_csv, tmp_path,
+                                 capsys):
+    code = run_cli("fit", "--reference", reference_csv, "--features", feature_folder,
+                   "--out", tmp_path / "m.joblib", *options)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert expected in err
+    assert "unexpected" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_fit_gmt_without_match(feature_folder, reference_csv, tmp_path, capsys):
+    gmt = _gmt(tmp_path / "other.gmt", [["NOT_A_GENE1", "NOT_A_GENE2"]])
+    code = run_cli("fit", "--reference", reference_csv, "--features", feature_folder,
+                   "--out", tmp_path / "m.joblib", *TINY_RNAFM, "--pathways", gmt)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "no gene set matched the 40 genes of --reference" in err
+    assert "--pathways none" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_fit_cv_gene_set_warning_once(feature_folder, reference_csv, tmp_path, capsys):
+    genes = _reference_genes(reference_csv)
+    gmt = _gmt(tmp_path / "sets.gmt", [genes[:5], genes[5:10]])
+    code = run_cli("fit", "--reference", reference_csv, "--features", feature_folder,
+                   "--out", tmp_path / "m.joblib", *TINY_RNAFM, "--pathways", gmt, "--cv", "2")
+    err = capsys.readouterr().err
+    assert code == 0
+    assert err.count("[GeneSetWarning]") == 1
+    assert "30 of 40 target genes are in no gene set" in err
+
+
 def test_fit_unknown_param(feature_folder, reference_csv, tmp_path, capsys):
     code = run_cli("fit", "--reference", reference_csv, "--features", feature_folder,
                    "--out", tmp_path / "m.joblib", "--param", "nope=1")
@@ -290,6 +437,30 @@ def test_predict_cmu_svs_end_to_end(rnafm_model, cmu_slide, tmp_path):
     assert set(table["slide"]) == {"cmu-1-small-region"}
     assert len(table) == N_GENES
     assert table["std"].gt(0).all()
+
+
+def test_predict_slide_without_resolution(rnafm_model, kidney_tiff, tmp_path, capsys):
+    code = run_cli("predict", "--model", rnafm_model, kidney_tiff, "--out", tmp_path / "p.csv",
+                   "--no-h5ad", "-q")
+    err = capsys.readouterr().err
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1
+    assert "kidney-48-5" in err
+    assert "pass --mpp" in err
+    assert "open_slide" not in err
+
+
+def test_predict_skips_failed_slide_with_one_line(rnafm_model, feature_folder, kidney_tiff,
+                                                  tmp_path, capsys):
+    out = tmp_path / "p.csv"
+    code = run_cli("predict", "--model", rnafm_model, feature_folder / "crop-0.npz", kidney_tiff,
+                   "--out", out, "--n-samples", "2", "--no-h5ad", "-q")
+    captured = capsys.readouterr()
+    assert code == 0
+    assert captured.err.count("kidney-48-5") == 1
+    assert len(captured.err.strip().splitlines()) == 1
+    assert "pass --mpp" in captured.err
+    assert "predictions for 1 slide x 40 genes" in captured.out
 
 
 def test_predict_other_encoder_features(rnafm_model, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""``skrnafm demo``: the main job on the real HER2ST sections.
+"""``skrnafm demo``: RNA-FM against Ridge and HE2RNA on HER2ST pseudo-bulk samples.
 
 Steps: load the sections and cut pseudo-bulk samples (3 x 3 spot blocks).
 Encode the tiles of each whole section once with the default encoder
@@ -25,11 +25,12 @@ from ._table import format_table
 logger = logging.getLogger(__name__)
 
 DESCRIPTION = """\
-Run the main job on the real HER2ST breast cancer sections: pseudo-bulk
-samples from 3 x 3 spot blocks, tile embeddings of the H&E tiles inside
-each block's region (default encoder, cached), and a leave-one-section-out
-cross-validation of RNA-FM against Ridge and the HE2RNA baseline on the
-most expressed genes.
+Compare RNA-FM with Ridge and the HE2RNA baseline on the real HER2ST
+breast cancer sections, leaving one section out. Each pseudo-bulk sample
+sums the spot counts of a 3 x 3 block of spots, as log2(CPM + 1); its
+features are the tile embeddings of the H&E inside the block's region
+(default encoder, cached). The models predict the most expressed genes of
+each held-out section.
 
 --out receives metrics.csv (per model and gene), summary.csv, the
 out-of-fold predictions, settings.json and the figures
@@ -51,7 +52,9 @@ QUICK_SETTINGS = {
 
 def add_parser(subparsers, formatter_class):
     parser = subparsers.add_parser(
-        "demo", help="the main job on the real HER2ST data", description=DESCRIPTION,
+        "demo",
+        help="compare RNA-FM with Ridge and HE2RNA on HER2ST pseudo-bulk, leave-one-section-out",
+        description=DESCRIPTION,
         formatter_class=formatter_class,
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="report folder (created)")

@@ -7,6 +7,7 @@ import numpy as np
 
 from . import _io
 from ._errors import CLIError
+from ._table import count_noun
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def run(args):
     out_dir.mkdir(exist_ok=True)
     gene_table.to_csv(out_dir / "gene_metrics.csv", index=False)
     summary.to_csv(out_dir / "summary.csv", index=False)
-    print(f"{len(matched)} slides x {len(common)} genes evaluated")
+    print(f"{count_noun(len(matched), 'slide')} x {count_noun(len(common), 'gene')} evaluated")
     print_summary(summary)
     print(f"per-gene metrics: {out_dir / 'gene_metrics.csv'}; summary: {out_dir / 'summary.csv'}")
     return 0

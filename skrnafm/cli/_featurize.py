@@ -1,12 +1,14 @@
 """``skrnafm featurize``: slides -> a folder of tile-embedding files."""
 
+import argparse
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 
 from . import _io
-from ._errors import CLIError
+from ._errors import CLIError, check_parameters
 from ._table import format_table
 
 logger = logging.getLogger(__name__)
@@ -60,7 +62,13 @@ def add_featurizer_options(parser):
         "--target-mpp", type=float, default=0.5, help="resolution of the tiles, in µm per pixel"
     )
     group.add_argument("--tile-size", type=int, default=256, help="tile side, in pixels")
-    group.add_argument("--max-tiles", type=int, default=4000, help="maximum tiles per slide")
+    group.add_argument(
+        "--max-tiles",
+        type=parse_max_tiles,
+        default=4000,
+        metavar="N",
+        help="maximum tiles per slide, drawn at random; 'none' or 'all' keeps every tile",
+    )
     group.add_argument(
         "--mpp",
         type=float,
@@ -69,7 +77,13 @@ def add_featurizer_options(parser):
     )
     group.add_argument("--batch-size", type=int, default=64, help="tiles per encoder batch")
     group.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1, mps")
-    group.add_argument("--n-jobs", type=int, default=1, help="worker processes that read tiles")
+    group.add_argument(
+        "--n-jobs",
+        type=int,
+        default=1,
+        help="slides featurized in parallel by this many joblib worker processes, each "
+        "loading its own encoder and using an equal share of the CPU threads; -1 uses all CPUs",
+    )
     group.add_argument(
         "--cache-dir",
         default=None,
@@ -79,11 +93,62 @@ def add_featurizer_options(parser):
     group.add_argument("--random-state", type=int, default=0, help="seed of the tile sampling")
 
 
+def parse_max_tiles(text):
+    """Parse ``--max-tiles``: an integer, or 'none' / 'all' for no limit."""
+    if text.strip().lower() in {"none", "all"}:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}; give a positive integer, or 'none' to keep every tile"
+        ) from None
+
+
+def check_encoder_name(name):
+    """Reject an ``--encoder`` value that ``get_encoder`` would reject, before any work."""
+    from ..features._encoders import DEFAULT_ENCODER
+
+    key = name.strip().lower().replace("-", "_")
+    if key == DEFAULT_ENCODER or (name.startswith("timm:") and len(name) > len("timm:")):
+        return
+    raise CLIError(
+        f"--encoder {name!r} is not a known encoder; use {DEFAULT_ENCODER!r} or "
+        "'timm:<model name>' (needs the timm extra: pip install skrnafm[timm])"
+    )
+
+
+# WSIFeaturizer parameter -> the option that sets it, for error messages.
+FEATURIZER_OPTIONS = {
+    "encoder": "--encoder",
+    "target_mpp": "--target-mpp",
+    "tile_size": "--tile-size",
+    "max_tiles": "--max-tiles",
+    "mpp": "--mpp",
+    "batch_size": "--batch-size",
+    "device": "--device",
+    "n_jobs": "--n-jobs",
+    "cache_dir": "--cache-dir",
+    "random_state": "--random-state",
+}
+
+
 def make_featurizer(args, *, verbose=0):
-    """Build a ``WSIFeaturizer`` from parsed featurizer options."""
+    """Build a ``WSIFeaturizer`` from parsed featurizer options.
+
+    Raises
+    ------
+    CLIError
+        When an option value is invalid, naming the option.
+    """
     from ..features import WSIFeaturizer
 
-    return WSIFeaturizer(
+    check_encoder_name(args.encoder)
+    if args.max_tiles is not None and args.max_tiles < 1:
+        raise CLIError(
+            f"--max-tiles must be at least 1, or 'none' to keep every tile; got {args.max_tiles!r}"
+        )
+    featurizer = WSIFeaturizer(
         encoder=args.encoder,
         target_mpp=args.target_mpp,
         tile_size=args.tile_size,
@@ -97,6 +162,8 @@ def make_featurizer(args, *, verbose=0):
         cache_dir=args.cache_dir,
         verbose=verbose,
     )
+    check_parameters(featurizer, FEATURIZER_OPTIONS)
+    return featurizer
 
 
 def featurizer_settings(args):
@@ -137,22 +204,48 @@ def find_slides(inputs):
     return unique
 
 
-def featurize_slides(slides, featurizer, out_dir, *, n_clusters=None, on_error="warn", verbose=0):
+def describe_failure(reason):
+    """Return a slide's failure reason with the CLI option that fixes it.
+
+    The library's message for a missing resolution suggests Python calls,
+    so it is replaced by one that names ``--mpp``.
+    """
+    if reason.startswith("MissingResolutionError"):
+        return (
+            "MissingResolutionError: the file records no µm per pixel; "
+            "pass --mpp (0.5 for a 20x scan, 0.25 for 40x)"
+        )
+    return reason
+
+
+def featurize_slides(slides, featurizer, out_dir, *, n_clusters=None, on_error="warn", verbose=0,
+                     log_failures=True):
     """Featurize slides and write one ``.npz`` per slide.
 
     Slides go to the featurizer in chunks, so ``n_jobs`` workers run in
     parallel while at most one chunk of embeddings is held in memory.
+    With ``log_failures``, each failed slide gets one warning log line (the
+    caller's status table lists it again at the end).
 
     Returns
     -------
     records : list of dict
         One status record per slide: slide, name, status ('ok' or
         'failed'), n_tiles, mpp, seconds (of its chunk, per slide), file,
-        reason.
+        reason (the first line of the library's message).
+
+    Raises
+    ------
+    CLIError
+        Under ``on_error="raise"``, for the first slide that cannot be
+        used, once the other slides of its chunk are done.
     """
     from ..utils import progress
 
-    featurizer.set_params(on_error="raise" if on_error == "raise" else "skip")
+    # Under "warn" the featurizer logs failures at INFO level only. It also
+    # warns in this process, for slides read in joblib workers too. This
+    # function reports each failure itself, so that warning is dropped.
+    featurizer.set_params(on_error="warn")
     n_jobs = featurizer.n_jobs if featurizer.n_jobs and featurizer.n_jobs > 0 else os.cpu_count()
     chunk_size = max(4 * n_jobs, 8)
 
@@ -171,16 +264,39 @@ def featurize_slides(slides, featurizer, out_dir, *, n_clusters=None, on_error="
         todo.append(record)
 
     bar = progress(total=len(todo), verbose=verbose, desc="featurize", unit="slide")
+    try:
+        _featurize_chunks(todo, featurizer, out_dir, chunk_size, bar, n_clusters=n_clusters,
+                          on_error=on_error, log_failures=log_failures)
+    finally:
+        bar.close()
+    return records
+
+
+def _featurize_chunks(todo, featurizer, out_dir, chunk_size, bar, *, n_clusters, on_error,
+                      log_failures):
+    """Featurize the records of ``todo`` in place, ``chunk_size`` slides at a time."""
+    from ..exceptions import SlideReadWarning
+
     for first in range(0, len(todo), chunk_size):
         chunk = todo[first:first + chunk_size]
         start = time.perf_counter()
-        results = featurizer.transform([r["slide"] for r in chunk])
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Slide \d+ \(", category=SlideReadWarning)
+            results = featurizer.transform([r["slide"] for r in chunk])
         seconds = (time.perf_counter() - start) / len(chunk)
         for record, embeddings in zip(chunk, results):
             record["seconds"] = seconds
             if embeddings.failed:
-                # The featurizer has logged the failure; the status table lists it.
                 record["reason"] = str(embeddings.error).splitlines()[0]
+                if on_error == "raise":
+                    raise CLIError(
+                        f"slide {record['slide']!r} failed: {describe_failure(record['reason'])}; "
+                        "pass --on-error warn to skip failed slides"
+                    )
+                if log_failures:
+                    logger.warning(
+                        "slide %s failed: %s", record["slide"], describe_failure(record["reason"])
+                    )
                 continue
             supertiles = None
             if n_clusters is not None:
@@ -195,8 +311,6 @@ def featurize_slides(slides, featurizer, out_dir, *, n_clusters=None, on_error="
                 encoder=str(embeddings.encoder),
             )
         bar.update(len(chunk))
-    bar.close()
-    return records
 
 
 def pool_one(embeddings, n_clusters, random_state):
@@ -223,7 +337,7 @@ def status_table(records):
                 r["n_tiles"] if r["status"] == "ok" else "",
                 f"{r['mpp']:.3f}" if r["mpp"] else "",
                 f"{r['seconds']:.1f}",
-                r["file"] if r["status"] == "ok" else _shorten(r["reason"], 100),
+                r["file"] if r["status"] == "ok" else _shorten(describe_failure(r["reason"]), 100),
             ]
         )
     return format_table(["slide", "status", "tiles", "µm/px", "s/slide", "file or reason"], rows)
@@ -236,9 +350,9 @@ def run(args):
     if args.n_clusters is not None and args.n_clusters < 1:
         raise CLIError(f"--n-clusters must be at least 1, got {args.n_clusters!r}")
     slides = find_slides(args.slides)
+    featurizer = make_featurizer(args, verbose=max(args.verbosity - 1, 0))
     out_dir.mkdir(exist_ok=True)
 
-    featurizer = make_featurizer(args, verbose=max(args.verbosity - 1, 0))
     records = featurize_slides(
         slides,
         featurizer,

@@ -3,6 +3,7 @@
 import logging
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +190,20 @@ def cross_validate(pipeline, embeddings, Y, genes, groups, *, n_splits, n_sample
     return out
 
 
+@contextmanager
+def _gene_set_warnings_silenced():
+    """Silence GeneSetWarning, which ``check_pathways`` has already shown once.
+
+    Every fit on the same genes resolves the same gene sets and would repeat
+    the warning, once per cross-validation fold and once more at the end.
+    """
+    from ..exceptions import GeneSetWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GeneSetWarning)
+        yield
+
+
 def run(args):
     from ._report import metrics_report, print_summary
 
@@ -203,10 +218,11 @@ def run(args):
     n_clusters = args.n_clusters
     if n_clusters is None:
         n_clusters = (manifest or {}).get("n_clusters") or 100
+    pathways = _models.parse_pathways(args.pathways)
     pipeline = _models.build_pipeline(
         args.model,
         n_clusters=n_clusters,
-        pathways=_models.parse_pathways(args.pathways),
+        pathways=pathways,
         max_epochs=args.max_epochs,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
@@ -216,6 +232,8 @@ def run(args):
         verbose=max(args.verbosity - 1, 0),
         extra_params=_models.parse_params(args.param),
     )
+    if args.model == "rnafm" and pathways is not None:
+        _models.check_pathways(pathways, genes)
     logger.info(
         "training %s on %d slides, %d patients, %d genes, %d super-tiles",
         args.model, len(Y), len(set(groups)), len(genes), n_clusters,
@@ -223,10 +241,11 @@ def run(args):
 
     if args.cv is not None:
         start = time.perf_counter()
-        cv = cross_validate(
-            pipeline, embeddings, Y, genes, groups, n_splits=args.cv,
-            random_state=args.random_state, verbose=args.verbosity,
-        )
+        with _gene_set_warnings_silenced():
+            cv = cross_validate(
+                pipeline, embeddings, Y, genes, groups, n_splits=args.cv,
+                random_state=args.random_state, verbose=args.verbosity,
+            )
         gene_table, summary = metrics_report(
             Y, cv["mean"], genes, lower=cv["lower"], upper=cv["upper"], ranking_scores=cv["ranking"]
         )
@@ -239,7 +258,8 @@ def run(args):
         print(f"per-gene metrics: {stem}.cv_genes.csv; summary: {stem}.cv_summary.csv")
 
     start = time.perf_counter()
-    _models.fit_pipeline(pipeline, embeddings, Y, genes, groups)
+    with _gene_set_warnings_silenced():
+        _models.fit_pipeline(pipeline, embeddings, Y, genes, groups)
     bundle = {
         "pipeline": pipeline,
         "model": args.model,

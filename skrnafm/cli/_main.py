@@ -60,7 +60,10 @@ def _add_common_options(parser):
         help="more log output: -v adds the library's messages, -vv debug messages",
     )
     group.add_argument(
-        "-q", "--quiet", action="store_true", help="no progress bars and no log messages"
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bars and no log messages; errors and warnings about the input still print",
     )
     group.add_argument(
         "--debug", action="store_true", help="show the full traceback when a command fails"
@@ -99,14 +102,15 @@ def build_parser():
 def _configure_logging(verbosity):
     """Send skrnafm's log records to stderr without touching the root logger.
 
-    Verbosity 1 (the default) shows the CLI's own messages and warnings from
-    the library; 2 adds the library's information messages (one per slide
-    and fold); 3 adds debug messages.
+    Verbosity 0 (``--quiet``) shows error records only; 1 (the default) shows
+    the CLI's own messages and warnings from the library; 2 adds the
+    library's information messages (one per slide and fold); 3 adds debug
+    messages. Python warnings are not log records and print at every level.
     """
     package_logger = logging.getLogger("skrnafm")
     cli_logger = logging.getLogger("skrnafm.cli")
     if verbosity <= 0:
-        package_level = cli_level = logging.WARNING
+        package_level = cli_level = logging.ERROR
     elif verbosity == 1:
         package_level, cli_level = logging.WARNING, logging.INFO
     elif verbosity == 2:
@@ -173,14 +177,18 @@ def main(argv=None):
 
 
 def _user_error_types():
-    from ..exceptions import SlideError
+    """Return the exceptions that report a bad input value rather than a bug.
 
-    return (CLIError, SlideError, FileNotFoundError, PermissionError, IsADirectoryError)
+    ValueError covers scikit-learn's InvalidParameterError and skrnafm's
+    SlideError. The commands turn the ones they can attribute to an option
+    into a CLIError naming it; these types catch the rest.
+    """
+    return (CLIError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError)
 
 
 def _describe(exc):
     text = str(exc).strip().splitlines()
     message = text[0] if text else type(exc).__name__
-    if isinstance(exc, (CLIError,)):
+    if isinstance(exc, _user_error_types()):
         return message
     return f"{message} ({type(exc).__name__})"

@@ -1,10 +1,11 @@
 """Model choices of the CLI and the demo, and predictive distributions."""
 
 import logging
+import warnings
 
 import numpy as np
 
-from ._errors import CLIError
+from ._errors import CLIError, check_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -15,6 +16,18 @@ TORCH_MODELS = {
     "trnasformer": "TRNAsformerRegressor",
     "sequoia": "SequoiaRegressor",
 }
+# Regressor parameter -> the option of 'skrnafm fit' that sets it, for error
+# messages; other parameters come from --param NAME=VALUE.
+REGRESSOR_OPTIONS = {
+    "n_tokens": "--n-clusters",
+    "pathways": "--pathways",
+    "max_epochs": "--max-epochs",
+    "batch_size": "--batch-size",
+    "learning_rate": "--learning-rate",
+    "alpha": "--alpha",
+    "device": "--device",
+    "random_state": "--random-state",
+}
 
 
 def parse_pathways(value):
@@ -22,6 +35,53 @@ def parse_pathways(value):
     if value is None or value.lower() in {"none", "learned"}:
         return None
     return value
+
+
+def check_pathways(value, genes):
+    """Resolve ``--pathways`` against the target genes once, before any training.
+
+    GeneSetWarnings (target genes in no set) are shown here, once; the
+    caller silences the same warnings in the fits that follow.
+
+    Parameters
+    ----------
+    value : str
+        A bundled collection name or a .gmt or .json path.
+    genes : list of str
+        The target gene symbols.
+
+    Raises
+    ------
+    CLIError
+        When the file is missing or unreadable, or no set matches a gene.
+    """
+    from pathlib import Path
+
+    from ..exceptions import GeneSetWarning
+    from ..pathways import list_bundled_collections, resolve_gene_sets
+
+    bundled = list_bundled_collections()
+    fallback = "or pass --pathways none to learn gene groups from the training targets"
+    if value not in bundled and not Path(value).expanduser().is_file():
+        raise CLIError(
+            f"--pathways {value!r} is neither a bundled collection ({', '.join(bundled)}) nor "
+            f"an existing .gmt or .json file; check the path, {fallback}"
+        )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", GeneSetWarning)
+        try:
+            index = resolve_gene_sets(value, list(genes), len(genes))
+        except (OSError, ValueError) as exc:
+            raise CLIError(f"--pathways {value!r} cannot be read: {exc}") from exc
+
+    if index.n_sets == 0:
+        raise CLIError(
+            f"--pathways {value!r}: no gene set matched the {len(genes)} genes of --reference "
+            f"(first: {', '.join(genes[:3])}); use the same gene symbols in both, {fallback}"
+        )
+    for item in caught:
+        warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+    return index
 
 
 def parse_params(items):
@@ -77,6 +137,11 @@ def build_pipeline(
     Returns
     -------
     pipeline : sklearn.pipeline.Pipeline
+
+    Raises
+    ------
+    CLIError
+        When a parameter value is invalid, naming the option that set it.
     """
     from sklearn.linear_model import Ridge
     from sklearn.pipeline import Pipeline, make_pipeline
@@ -87,12 +152,19 @@ def build_pipeline(
     if model not in MODEL_CHOICES:
         raise CLIError(f"model must be one of {', '.join(MODEL_CHOICES)}; got {model!r}")
     pooler = SuperTilePooler(n_clusters=n_clusters, random_state=random_state)
+    check_parameters(pooler, {"n_clusters": "--n-clusters", "random_state": "--random-state"})
     extra_params = dict(extra_params or {})
 
     if model == "ridge":
-        regressor = make_pipeline(StandardScaler(), Ridge(alpha=alpha))
-        if extra_params:
-            regressor.set_params(**{f"ridge__{k}": v for k, v in extra_params.items()})
+        ridge = Ridge(alpha=alpha)
+        unknown = set(extra_params) - set(ridge.get_params())
+        if unknown:
+            raise CLIError(
+                f"Ridge has no parameter {sorted(unknown)!r}; valid: {sorted(ridge.get_params())!r}"
+            )
+        ridge.set_params(**extra_params)
+        check_parameters(ridge, REGRESSOR_OPTIONS)
+        regressor = make_pipeline(StandardScaler(), ridge)
         return Pipeline([("pool", pooler), ("regressor", regressor)])
 
     from .. import estimators
@@ -120,7 +192,9 @@ def build_pipeline(
             f"{cls.__name__} has no parameter {sorted(unknown)!r}; "
             f"valid: {sorted(cls().get_params())!r}"
         )
-    return Pipeline([("pool", pooler), ("regressor", cls(**params))])
+    regressor = cls(**params)
+    check_parameters(regressor, REGRESSOR_OPTIONS)
+    return Pipeline([("pool", pooler), ("regressor", regressor)])
 
 
 def predict_distribution(pipeline, X, *, n_samples=32, level=0.9, random_state=0):

@@ -9,6 +9,7 @@ import numpy as np
 
 from . import _featurize, _io, _models
 from ._errors import CLIError
+from ._table import count_noun
 
 logger = logging.getLogger(__name__)
 
@@ -102,21 +103,38 @@ def collect_embeddings(args, bundle):
         featurizer = _featurize.make_featurizer(featurizer_args, verbose=max(args.verbosity - 1, 0))
         with tempfile.TemporaryDirectory(prefix="skrnafm-predict-") as tmp:
             records = _featurize.featurize_slides(
-                slides, featurizer, tmp, on_error="warn", verbose=args.verbosity
+                slides, featurizer, tmp, on_error="warn", verbose=args.verbosity,
+                log_failures=False,
             )
-            failed = [r for r in records if r["status"] != "ok"]
-            for record in failed:
-                warnings.warn(
-                    f"slide {record['slide']!r} skipped: {record['reason']}", stacklevel=2
-                )
             for record in records:
                 if record["status"] == "ok":
                     emb = _io.read_embeddings(Path(tmp) / record["file"])
                     _io.check_encoder(bundle, emb, source=record["slide"])
                     embeddings.append(emb)
-        if failed and not embeddings:
-            raise CLIError(f"no input slide could be featurized; first reason: {failed[0]['reason']}")
+        report_failed_slides([r for r in records if r["status"] != "ok"], any_left=bool(embeddings))
     return embeddings
+
+
+def report_failed_slides(failed, *, any_left):
+    """Report each slide that could not be featurized on one line.
+
+    Raises
+    ------
+    CLIError
+        When no input is left to predict. A single failed slide is then
+        reported by the error alone.
+    """
+    from ..exceptions import SlideReadWarning
+
+    lines = [
+        f"slide {r['slide']!r} failed: {_featurize.describe_failure(r['reason'])}" for r in failed
+    ]
+    if not any_left and len(lines) == 1:
+        raise CLIError(lines[0])
+    for line in lines:
+        warnings.warn(f"{line}; it is left out of the predictions", SlideReadWarning, stacklevel=2)
+    if not any_left and lines:
+        raise CLIError(f"none of the {len(lines)} input slides could be featurized (listed above)")
 
 
 class _FeaturizerArgs:
@@ -214,7 +232,10 @@ def run(args):
     genes = bundle["genes"]
 
     write_predictions_csv(out, slides, genes, result)
-    print(f"predictions for {len(slides)} slides x {len(genes)} genes written to {out}")
+    print(
+        f"predictions for {count_noun(len(slides), 'slide')} x {count_noun(len(genes), 'gene')} "
+        f"written to {out}"
+    )
     if result["draws"] is None:
         logger.info("model %s has no sampler: std and interval bounds are empty", bundle["model"])
 

@@ -22,3 +22,8 @@ def format_table(header, rows):
         if index == 0:
             lines.append("  ".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+def count_noun(number, noun):
+    """Return the count with the noun in singular or plural: '1 slide', '3 slides'."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
