@@ -1,11 +1,14 @@
 """Tests of SuperTilePooler on generated embeddings."""
 
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.base import clone
 from sklearn.linear_model import Ridge
 from sklearn.pipeline import make_pipeline
 
+from skrnafm.exceptions import SkrnafmWarning
 from skrnafm.features import SuperTilePooler, TileEmbeddings, super_tile_feature_names
 
 
@@ -105,9 +108,32 @@ def test_pooler_accepts_tile_embeddings_and_3d_array(slides):
 def test_pooler_2d_array_is_one_tile_per_slide():
     X = np.arange(6, dtype=np.float32).reshape(3, 2)
 
-    out = SuperTilePooler(n_clusters=2).fit_transform(X)
+    with pytest.warns(SkrnafmWarning, match=r"wrap it in a list"):
+        out = SuperTilePooler(n_clusters=2).fit_transform(X)
 
     np.testing.assert_array_equal(out, np.hstack([X, X]))
+
+
+def test_pooler_2d_array_warns_once_in_fit_transform():
+    X = np.random.default_rng(0).random((50, 4))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        SuperTilePooler(n_clusters=2).fit_transform(X)
+
+    assert len(caught) == 1
+    assert issubclass(caught[0].category, UserWarning)
+    assert "50 rows as a slide with one tile" in str(caught[0].message)
+
+
+@pytest.mark.parametrize("n_clusters", [1, 2])
+def test_pooler_list_and_one_cluster_do_not_warn(n_clusters):
+    tiles = np.random.default_rng(0).random((50, 4))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SuperTilePooler(n_clusters=n_clusters).fit_transform([tiles])
+        SuperTilePooler(n_clusters=1).fit_transform(tiles)
 
 
 def test_pooler_nan_embeddings_name_slide(slides):

@@ -1,6 +1,7 @@
 """Super-tile pooling: k-means cluster means of each slide's tile embeddings."""
 
 import logging
+import warnings
 from numbers import Integral
 
 import numpy as np
@@ -10,6 +11,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
+from ..exceptions import SkrnafmWarning
 from ._embeddings import TileEmbeddings
 
 logger = logging.getLogger(__name__)
@@ -90,7 +92,9 @@ class SuperTilePooler(TransformerMixin, BaseEstimator):
     Accepted inputs are a list of :class:`TileEmbeddings` (what
     :class:`WSIFeaturizer` returns), a list of arrays of shape (n_tiles, D)
     or a 3-D array of shape (n_slides, n_tiles, D). A 2-D array (or list
-    of rows) of shape (n_slides, D) is read as one tile per slide.
+    of rows) of shape (n_slides, D) is read as one tile per slide. With
+    ``n_clusters > 1``, ``transform`` warns about a 2-D array, because it
+    may be the tiles of a single slide passed without the enclosing list.
 
     A slide with fewer distinct tiles than K cannot have K non-empty
     clusters. Its distinct tiles then each form one cluster (their mean is
@@ -162,6 +166,16 @@ class SuperTilePooler(TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         slides = self._to_slides(X, reset=False)
         K, D = self.n_clusters_, self.embedding_dim_
+        if K > 1 and getattr(X, "ndim", None) == 2:
+            warnings.warn(
+                f"SuperTilePooler got a 2-D array of shape {X.shape} and reads each of its "
+                f"{X.shape[0]} rows as a slide with one tile, so all {K} super-tiles of a "
+                "slide are copies of its row. If the array contains the tiles of one slide, "
+                "wrap it in a list ([tiles]); pass several slides as a list of "
+                "(n_tiles, D) arrays or a 3-D array.",
+                SkrnafmWarning,
+                stacklevel=2,
+            )
 
         out = np.empty((len(slides), K * D), dtype=np.float32)
         for row, (label, tiles, _) in enumerate(slides):
