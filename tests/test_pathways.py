@@ -187,8 +187,12 @@ def test_resolve_size_filter():
 
 
 def test_resolve_nothing_matched_warns():
-    with pytest.warns(GeneSetWarning, match="no gene set .* matched"):
+    with pytest.warns(GeneSetWarning, match="no gene set .* matched") as record:
         index = resolve_gene_sets({"s": ["X"]}, ["A", "B"], 2)
+
+    # RNAFlowRegressor raises on an index without sets, so the warning must
+    # not promise a background-group fallback.
+    assert "background" not in str(record[0].message)
 
     assert index.n_sets == 0
     np.testing.assert_array_equal(index.background, [0, 1])

@@ -337,8 +337,8 @@ def _warn_about_background(index):
     if index.n_sets == 0:
         warnings.warn(
             f"no gene set of {index.source} matched the target genes within the size "
-            "limits, so every gene is in the background group; check that the gene "
-            "names and the sets use the same identifiers (symbols) and case",
+            "limits; check that the gene names and the sets use the same identifiers "
+            "(symbols) and case",
             GeneSetWarning,
             stacklevel=3,
         )
