@@ -1,5 +1,6 @@
 """A genome-wide semi-synthetic cohort whose true predictive distribution is known."""
 
+import inspect
 import logging
 import numbers
 
@@ -393,7 +394,12 @@ def make_synthetic_cohort(
         sample_truth=truth.sample,
         bimodal_genes=bimodal[genes],
         cohort=stats.cohort,
-        DESCR=make_synthetic_cohort.__doc__.split("\n\n")[1],
+        # The docstring's description: every paragraph between the summary
+        # line and the Parameters section, the bullet list included.
+        DESCR="\n\n".join(
+            inspect.cleandoc(make_synthetic_cohort.__doc__).split("\n\nParameters\n")[0]
+            .split("\n\n")[1:]
+        ),
     )
 
 
