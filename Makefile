@@ -1,5 +1,6 @@
 # Two entry points, each self-sufficient on a fresh machine:
-#   make demo   the main job on the real HER2ST data (report in skrnafm_reports/demo)
+#   make demo   RNA-FM vs Ridge and HE2RNA on HER2ST pseudo-bulk, leave-one-section-out
+#               (report in skrnafm_reports/demo)
 #   make test   the test suite, the examples and the documentation build
 #
 # Both create .venv and install the package into it on first use.
@@ -7,7 +8,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# The CPU build of torch; override on a GPU machine, e.g. TORCH_SPEC=torch.
+# torch from pip's configured index, by default PyPI, whose Linux wheel is the
+# CUDA build. For the CPU build, add PyTorch's CPU index:
+#   PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu make demo
 TORCH_SPEC ?= torch==2.13.0
 SKRNAFM_DATA ?= $(abspath ../shared/data)
 export SKRNAFM_DATA
