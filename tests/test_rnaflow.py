@@ -451,3 +451,94 @@ def test_make_rnafm_pipeline_on_real_slide_regions(cmu_slide):
     pipeline.fit(regions, Y)
     assert pipeline.named_steps["regressor"].n_tokens_ == 2
     assert pipeline.predict(regions[:2]).shape == (2, 2)
+
+
+# ---------------------------------------------------------------- antithetic noise and mean estimator
+
+
+def test_draws_start_from_antithetic_noise():
+    from skrnafm.estimators._rnaflow import _slide_noise
+
+    noise = _slide_noise(torch.zeros(2, 3), seed=0, n_samples=5, n_genes=4)
+    torch.testing.assert_close(noise[3:5], -noise[0:2])
+    assert noise.shape == (5, 4)
+
+
+def make_linear_data(n_train=60, n_test=40, n_genes=6, seed=0):
+    """Return train and test sets of a linear model and the test set's noiseless mean."""
+    rng = np.random.default_rng(seed)
+    weights = rng.normal(size=(8, n_genes))
+    X = rng.normal(size=(n_train + n_test, 8))
+    Y = X @ weights + 0.3 * rng.normal(size=(n_train + n_test, n_genes))
+    return X[:n_train], Y[:n_train], X[n_train:], X[n_train:] @ weights
+
+
+def test_mean_estimator_beats_plain_flow_on_linear_data():
+    from sklearn.linear_model import RidgeCV
+
+    X, Y, X_test, true_mean = make_linear_data()
+    plain = tiny(n_tokens=2).fit(X, Y)
+    with_mean = tiny(n_tokens=2, mean_estimator=RidgeCV()).fit(X, Y)
+
+    error_plain = np.mean((plain.predict(X_test) - true_mean) ** 2)
+    error_with_mean = np.mean((with_mean.predict(X_test) - true_mean) ** 2)
+    assert error_with_mean < 0.25 * error_plain
+
+
+def test_mean_estimator_added_to_every_draw():
+    from sklearn.linear_model import LinearRegression
+
+    X, Y, X_test, _ = make_linear_data()
+    model = tiny(n_tokens=2, mean_estimator=LinearRegression()).fit(X, Y)
+    draws = model.sample_predict(X_test[:3])
+    residual_draws = model._format_output(model._draw(model._validate_tokens(X_test[:3]), 4, seed=None))
+
+    mean = model.mean_estimator_.predict(X_test[:3])
+    np.testing.assert_allclose(draws - residual_draws, np.broadcast_to(mean, draws.shape), atol=1e-5)
+
+
+def test_mean_estimator_with_one_gene_and_groups():
+    from sklearn.linear_model import RidgeCV
+
+    X, Y, X_test, _ = make_linear_data(n_genes=1)
+    groups = np.repeat(np.arange(20), 3)
+    model = tiny(n_tokens=2, mean_estimator=RidgeCV()).fit(X, Y[:, 0], groups=groups)
+
+    assert model.predict(X_test).shape == (40,)
+    assert np.isfinite(model.gene_validation_score_).all()
+
+
+def test_mean_estimator_not_fitted_in_place():
+    from sklearn.linear_model import RidgeCV
+
+    X, Y, _, _ = make_linear_data()
+    ridge = RidgeCV()
+    tiny(n_tokens=2, mean_estimator=ridge).fit(X, Y)
+
+    assert not hasattr(ridge, "coef_")
+
+
+def test_mean_estimator_joblib_round_trip(tmp_path):
+    from sklearn.linear_model import RidgeCV
+
+    X, Y, X_test, _ = make_linear_data()
+    model = tiny(n_tokens=2, mean_estimator=RidgeCV()).fit(X, Y)
+    joblib.dump(model, tmp_path / "flow.joblib")
+
+    np.testing.assert_array_equal(joblib.load(tmp_path / "flow.joblib").predict(X_test), model.predict(X_test))
+
+
+def test_mean_estimator_rejected_by_safe_format(tmp_path):
+    from sklearn.linear_model import RidgeCV
+
+    X, Y, _, _ = make_linear_data()
+    model = tiny(n_tokens=2, mean_estimator=RidgeCV()).fit(X, Y)
+
+    with pytest.raises(TypeError, match="mean_estimator=.*joblib.dump"):
+        model.save(tmp_path / "flow.safetensors")
+
+
+def test_mean_estimator_without_predict_raises():
+    X, Y, _, _ = make_linear_data()
+    with pytest.raises(InvalidParameterError, match="mean_estimator"):
+        tiny(n_tokens=2, mean_estimator="ridge").fit(X, Y)

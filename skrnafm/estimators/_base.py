@@ -304,6 +304,20 @@ class BaseTorchRegressor(RegressorMixin, BaseEstimator):
             Standardized targets of the training split only.
         """
 
+    def _prepare_targets(self, X_2d, targets, groups):
+        """Return the targets the network learns; the default keeps them.
+
+        Parameters
+        ----------
+        X_2d : ndarray of shape (n_samples, n_tokens * token_dim)
+            Validated float32 features of all rows passed to ``fit``.
+        targets : ndarray of shape (n_samples, n_genes)
+            Validated raw targets (float64).
+        groups : array-like of shape (n_samples,) or None
+            Group labels passed to ``fit``.
+        """
+        return targets
+
     def _after_fit(self, tokens_valid, targets_valid):
         """Run after training with the final weights, e.g. to calibrate.
 
@@ -417,6 +431,7 @@ class BaseTorchRegressor(RegressorMixin, BaseEstimator):
             )
 
         self._random_seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+        targets = self._prepare_targets(X_2d, targets, groups)
         device = resolve_device(self.device)
         train_idx, valid_idx = self._split_validation(X_2d.shape[0], groups)
         self.validation_indices_ = valid_idx

@@ -166,6 +166,11 @@ def _json_param(name, value):
         return str(value)
     if isinstance(value, os.PathLike):
         return os.fspath(value)
+    if hasattr(value, "fit"):
+        raise TypeError(
+            f"Parameter {name}={value!r} is an estimator, which the safe format cannot store "
+            "because it stores no code. Use joblib.dump for this model."
+        )
     try:
         json.dumps(value)
     except TypeError as exc:

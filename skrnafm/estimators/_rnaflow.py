@@ -10,14 +10,16 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from scipy.stats import norm
+from sklearn.base import clone
+from sklearn.model_selection import GroupKFold, KFold, cross_val_predict
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ..exceptions import CalibrationWarning
 from ..flow import SOLVERS, ClassifierFreeGuidance, LinearPath, integrate
 from ..pathways import GeneSetIndex, resolve_gene_sets
-from ._base import BaseTorchRegressor, as_float_tensor
+from ._base import BaseTorchRegressor, _pearson_columns, as_float_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,9 @@ _CALIBRATION_SHRINKAGE = 10.0
 
 # Flow samples (slides x draws) per solver call, to bound memory.
 _SAMPLE_ROWS = 256
+
+# Maximum number of folds for the out-of-fold predictions of ``mean_estimator``.
+_MEAN_ESTIMATOR_FOLDS = 5
 
 # Offsets added to the fitted seed so that training, validation and
 # prediction noise come from different streams.
@@ -105,7 +110,20 @@ class RNAFlowRegressor(BaseTorchRegressor):
         learned null condition, which guidance needs.
     n_samples : int, default=10
         Posterior draws averaged by ``predict`` and used for its standard
-        deviation and for ``predict_interval``.
+        deviation and for ``predict_interval``. The draws start from
+        antithetic noise pairs ``z, -z``, which lowers the sampling noise
+        of their mean.
+    mean_estimator : regressor or None, default=None
+        None is the RNA-FM model: the flow learns the whole expression
+        profile. A scikit-learn regressor (for example ``RidgeCV()``) makes
+        the flow learn what that regressor leaves unexplained: the regressor's
+        out-of-fold predictions on the training rows (by group when
+        ``groups`` are given) are subtracted from the targets, the flow is
+        fitted to these residuals, and every draw is the regressor's
+        prediction plus a residual draw. Point accuracy then starts from the
+        regressor's, and the flow supplies the spread and its non-Gaussian
+        shape (see Notes). Models with a mean estimator are saved with
+        ``joblib``; :meth:`save` rejects them.
     calibrate : {"auto", "none"}, default="auto"
         ``"auto"`` fits a per-gene spread scale on the validation split so
         that the draws' spread matches the validation errors (see Notes).
@@ -154,7 +172,12 @@ class RNAFlowRegressor(BaseTorchRegressor):
         The same after recalibration, measured on the same split, hence
         optimistic.
     gene_validation_score_ : ndarray of shape (n_genes_,)
-        Per-gene Pearson r of ``predict`` on the validation split.
+        Per-gene Pearson r of ``predict`` on the validation split. With a
+        ``mean_estimator``, its out-of-fold predictions stand in for its
+        prediction on the validation rows.
+    mean_estimator_ : regressor or None
+        The ``mean_estimator`` refitted on all rows passed to ``fit``, or
+        None.
     n_features_in_, feature_names_in_, n_tokens_, token_dim_, n_genes_, \
 gene_names_, target_mean_, target_scale_, constant_genes_, network_, \
 history_, fit_notes_, n_epochs_, best_epoch_, validation_indices_
@@ -170,6 +193,12 @@ history_, fit_notes_, n_epochs_, best_epoch_, validation_indices_
     intervals cover 90% of the validation values. Intervals are
     ``m +- q * s * scale`` with ``q`` the normal quantile of the coverage,
     so coverages other than 90% are only approximately calibrated.
+
+    A ``mean_estimator`` follows the residual design of CARD (Han, Zheng and
+    Zhou, "CARD: Classification and Regression Diffusion Models", NeurIPS
+    2022), which conditions a diffusion model on a pretrained regressor's
+    mean. Out-of-fold residuals keep the flow from learning the small
+    in-sample residuals of a regressor that has seen the rows.
 
     Examples
     --------
@@ -198,6 +227,7 @@ history_, fit_notes_, n_epochs_, best_epoch_, validation_indices_
         "cond_drop_prob": [Interval(Real, 0, 1, closed="both")],
         "n_samples": [Interval(Integral, 1, None, closed="left")],
         "calibrate": [StrOptions({"auto", "none"})],
+        "mean_estimator": [None, HasMethods(["fit", "predict"])],
     }
 
     def __init__(
@@ -217,6 +247,7 @@ history_, fit_notes_, n_epochs_, best_epoch_, validation_indices_
         cfg_scale=2.0,
         cond_drop_prob=0.1,
         n_samples=10,
+        mean_estimator=None,
         calibrate="auto",
         validation_fraction=0.1,
         early_stopping=True,
@@ -255,11 +286,48 @@ history_, fit_notes_, n_epochs_, best_epoch_, validation_indices_
         self.cfg_scale = cfg_scale
         self.cond_drop_prob = cond_drop_prob
         self.n_samples = n_samples
+        self.mean_estimator = mean_estimator
         self.calibrate = calibrate
 
     # ------------------------------------------------------------------
     # Hooks of BaseTorchRegressor
     # ------------------------------------------------------------------
+
+    def _prepare_targets(self, X_2d, targets, groups):
+        self.mean_estimator_ = None
+        self._oof_mean = None
+        if self.mean_estimator is None:
+            return targets
+        features = X_2d.reshape(X_2d.shape[0], -1)
+        y_fit = targets[:, 0] if targets.shape[1] == 1 else targets
+        n_groups = 0 if groups is None else np.unique(np.asarray(groups)).size
+        if n_groups >= 2:
+            cv = GroupKFold(n_splits=min(_MEAN_ESTIMATOR_FOLDS, n_groups))
+        else:
+            cv = KFold(n_splits=min(_MEAN_ESTIMATOR_FOLDS, features.shape[0]), shuffle=True,
+                       random_state=self._random_seed)
+            groups = None
+        oof = cross_val_predict(clone(self.mean_estimator), features, y_fit, groups=groups, cv=cv)
+        self._oof_mean = np.asarray(oof, dtype=np.float64).reshape(targets.shape)
+        self.mean_estimator_ = clone(self.mean_estimator).fit(features, y_fit)
+        return targets - self._oof_mean
+
+    def _mean_prediction(self, tokens):
+        """Return the mean estimator's prediction (n_slides, n_genes), or 0 without one."""
+        if getattr(self, "mean_estimator_", None) is None:
+            return 0.0
+        prediction = self.mean_estimator_.predict(tokens.reshape(tokens.shape[0], -1))
+        return np.asarray(prediction, dtype=np.float64).reshape(tokens.shape[0], self.n_genes_)
+
+    def _gene_validation_score(self, tokens_valid, targets_valid):
+        if self._oof_mean is None:
+            return super()._gene_validation_score(tokens_valid, targets_valid)
+        # Score the full prediction, not the residual: add the out-of-fold mean to both sides.
+        offset = self._oof_mean[self.validation_indices_]
+        if tokens_valid.shape[0] < 2:
+            return np.full(self.n_genes_, np.nan)
+        predictions = self._predict_validation(tokens_valid) + offset
+        return _pearson_columns(predictions, targets_valid + offset)
 
     def _setup_fit(self, targets, targets_std):
         if self.hidden_dim % self.n_heads:
@@ -372,6 +440,7 @@ history_, fit_notes_, n_epochs_, best_epoch_, validation_indices_
 
     def _restore_fitted(self, arrays, metadata):
         super()._restore_fitted(arrays, metadata)
+        self.mean_estimator_ = None
         offsets = arrays["gene_set_offsets"]
         flat = arrays["gene_set_members"]
         members = [flat[offsets[i] : offsets[i + 1]].astype(np.int64) for i in range(len(offsets) - 1)]
@@ -404,15 +473,19 @@ history_, fit_notes_, n_epochs_, best_epoch_, validation_indices_
             column names in ``gene_names_`` and lets ``pathways`` match genes
             by name.
         groups : array-like of shape (n_slides,), default=None
-            Group labels such as patient ids; the validation split never
-            separates a group.
+            Group labels such as patient ids; neither the validation split
+            nor the folds of a ``mean_estimator`` separate a group.
 
         Returns
         -------
         self : object
             The fitted regressor.
         """
-        return super().fit(X, y, groups=groups)
+        try:
+            return super().fit(X, y, groups=groups)
+        finally:
+            # The out-of-fold means are needed only while fitting.
+            self._oof_mean = None
 
     def predict(self, X, return_std=False):
         """Predict expression as the mean of ``n_samples`` posterior draws.
@@ -467,7 +540,8 @@ history_, fit_notes_, n_epochs_, best_epoch_, validation_indices_
         seed = None
         if random_state is not None:
             seed = int(check_random_state(random_state).randint(0, 2**31 - 1))
-        return self._format_output(self._draw(tokens, int(n_samples), seed=seed))
+        draws = self._draw(tokens, int(n_samples), seed=seed) + self._mean_prediction(tokens)
+        return self._format_output(draws)
 
     def predict_interval(self, X, coverage=0.9, n_samples=None, random_state=None):
         """Return a central predictive interval per slide and gene.
@@ -608,10 +682,18 @@ history_, fit_notes_, n_epochs_, best_epoch_, validation_indices_
 
 
 def _slide_noise(tokens, seed, n_samples, n_genes):
-    """Draw N(0, I) noise (n_samples, n_genes) from a seed tied to one slide's features."""
+    """Draw N(0, I) noise (n_samples, n_genes) from a seed tied to one slide's features.
+
+    The rows come in antithetic pairs ``z, -z`` (one row is unpaired when
+    ``n_samples`` is odd). Each row is still standard normal, so every draw
+    is a draw from the predictive distribution. Where the flow map is close
+    to affine, the two draws of a pair err in opposite directions, so their
+    mean has far less sampling noise than the mean of independent draws.
+    """
     digest = hashlib.blake2b(tokens.numpy().tobytes(), digest_size=8, key=str(seed).encode()).digest()
     generator = torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
-    return torch.randn(n_samples, n_genes, generator=generator)
+    half = torch.randn((n_samples + 1) // 2, n_genes, generator=generator)
+    return torch.cat([half, -half])[:n_samples]
 
 
 def _jsonable(value):
