@@ -368,6 +368,11 @@ def test_make_synthetic_cohort_slides_per_patient(small_cohort):
     assert per_patient.max() <= 3
 
 
+def test_make_synthetic_cohort_descr_lists_departures(small_cohort):
+    assert "heteroscedastic noise" in small_cohort.DESCR
+    assert "bimodal genes" in small_cohort.DESCR
+
+
 def test_make_synthetic_cohort_no_nan(small_cohort):
     assert np.isfinite(small_cohort.X).all()
     assert np.isfinite(small_cohort.Y.to_numpy()).all()
