@@ -40,12 +40,12 @@ stay zero under AdamW and EMA. Device and dtype follow the inputs and the
 module. Under ``torch.autocast`` the transformer matrix products run in bf16.
 
 NOTE: at the paper's size on 2 idle CPU cores, a bf16 training step takes
-about 3 s and 20-step guided Euler sampling of 32 slides about 18 s, against
-the 1.5 s and 12 s aimed for (docs/benchmarks/flow.md). The time barely
-changes between 1,000 and 20,820 genes. PyTorch's CPU attention kernel
-over the 381 set tokens alone takes about 0.8 s of a training step and
-0.45 s of each guided evaluation, so the targets are out of reach on this
-CPU without a faster attention kernel.
+about 2.9 s and 20-step guided Euler sampling of 32 slides about 17 s,
+against the 1.5 s and 12 s aimed for (docs/benchmarks/flow.md). The time
+barely changes between 1,000 and 20,820 genes. PyTorch's CPU attention
+kernel over the 381 set tokens alone takes about 0.6 s of a training step
+and 0.4 s of each guided evaluation, so the targets are out of reach on
+this CPU without a faster attention kernel.
 """
 
 import math
