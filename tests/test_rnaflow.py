@@ -542,3 +542,11 @@ def test_mean_estimator_without_predict_raises():
     X, Y, _, _ = make_linear_data()
     with pytest.raises(InvalidParameterError, match="mean_estimator"):
         tiny(n_tokens=2, mean_estimator="ridge").fit(X, Y)
+
+
+def test_mean_estimator_failure_names_the_estimator():
+    from sklearn.neighbors import KNeighborsRegressor
+
+    X, Y, _, _ = make_linear_data()
+    with pytest.raises(ValueError, match=r"mean_estimator=KNeighborsRegressor\(n_neighbors=500\) failed on 60"):
+        tiny(n_tokens=2, mean_estimator=KNeighborsRegressor(n_neighbors=500)).fit(X, Y)

@@ -307,9 +307,16 @@ history_, fit_notes_, n_epochs_, best_epoch_, validation_indices_
             cv = KFold(n_splits=min(_MEAN_ESTIMATOR_FOLDS, features.shape[0]), shuffle=True,
                        random_state=self._random_seed)
             groups = None
-        oof = cross_val_predict(clone(self.mean_estimator), features, y_fit, groups=groups, cv=cv)
+        try:
+            oof = cross_val_predict(clone(self.mean_estimator), features, y_fit, groups=groups, cv=cv)
+            self.mean_estimator_ = clone(self.mean_estimator).fit(features, y_fit)
+        except Exception as exc:  # any regressor may fail; name it and the data it got
+            raise ValueError(
+                f"mean_estimator={self.mean_estimator!r} failed on {features.shape[0]} training slides "
+                f"({cv.get_n_splits()} out-of-fold fits, then one on all slides): "
+                f"{type(exc).__name__}: {exc}. Fix its settings for this data or set mean_estimator=None."
+            ) from exc
         self._oof_mean = np.asarray(oof, dtype=np.float64).reshape(targets.shape)
-        self.mean_estimator_ = clone(self.mean_estimator).fit(features, y_fit)
         return targets - self._oof_mean
 
     def _mean_prediction(self, tokens):
