@@ -550,3 +550,33 @@ def test_mean_estimator_failure_names_the_estimator():
     X, Y, _, _ = make_linear_data()
     with pytest.raises(ValueError, match=r"mean_estimator=KNeighborsRegressor\(n_neighbors=500\) failed on 60"):
         tiny(n_tokens=2, mean_estimator=KNeighborsRegressor(n_neighbors=500)).fit(X, Y)
+
+
+def test_mean_estimator_class_instead_of_instance_raises():
+    from sklearn.linear_model import RidgeCV
+
+    X, Y, _, _ = make_linear_data()
+    with pytest.raises(InvalidParameterError, match=r"Pass RidgeCV\(\) instead"):
+        tiny(n_tokens=2, mean_estimator=RidgeCV).fit(X, Y)
+
+
+def test_mean_estimator_groups_length_checked_first():
+    from sklearn.linear_model import RidgeCV
+
+    X, Y, _, _ = make_linear_data()
+    with pytest.raises(ValueError, match="groups has 10 entries but X has 60 rows"):
+        tiny(n_tokens=2, mean_estimator=RidgeCV()).fit(X, Y, groups=np.arange(10))
+
+
+def test_mean_estimator_with_metadata_routing():
+    import sklearn
+    from sklearn.linear_model import RidgeCV
+
+    X, Y, _, _ = make_linear_data()
+    groups = np.repeat(np.arange(20), 3)
+    with sklearn.config_context(enable_metadata_routing=True):
+        model = tiny(n_tokens=2, mean_estimator=RidgeCV()).set_fit_request(groups=True)
+        scores = cross_val_score(model, X, Y, cv=GroupKFold(n_splits=3), params={"groups": groups})
+
+    assert scores.shape == (3,)
+    assert np.isfinite(scores).all()

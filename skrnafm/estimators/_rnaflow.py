@@ -13,7 +13,7 @@ from scipy.stats import norm
 from sklearn.base import clone
 from sklearn.model_selection import GroupKFold, KFold, cross_val_predict
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ..exceptions import CalibrationWarning
@@ -122,8 +122,10 @@ class RNAFlowRegressor(BaseTorchRegressor):
         fitted to these residuals, and every draw is the regressor's
         prediction plus a residual draw. Point accuracy then starts from the
         regressor's, and the flow supplies the spread and its non-Gaussian
-        shape (see Notes). Models with a mean estimator are saved with
-        ``joblib``; :meth:`save` rejects them.
+        shape (see Notes). The regressor gets the features as a 2-D array
+        of shape (n_slides, n_tokens * token_dim), even when ``X`` is 3-D.
+        Models with a mean estimator are saved with ``joblib``;
+        :meth:`save` rejects them.
     calibrate : {"auto", "none"}, default="auto"
         ``"auto"`` fits a per-gene spread scale on the validation split so
         that the draws' spread matches the validation errors (see Notes).
@@ -298,23 +300,34 @@ history_, fit_notes_, n_epochs_, best_epoch_, validation_indices_
         self._oof_mean = None
         if self.mean_estimator is None:
             return targets
-        features = X_2d.reshape(X_2d.shape[0], -1)
+        if isinstance(self.mean_estimator, type):
+            raise InvalidParameterError(
+                f"mean_estimator must be an estimator instance, got the class "
+                f"{self.mean_estimator.__name__}. Pass {self.mean_estimator.__name__}() instead."
+            )
+        n_samples = X_2d.shape[0]
+        if groups is not None and len(groups) != n_samples:
+            raise ValueError(f"groups has {len(groups)} entries but X has {n_samples} rows.")
+
+        features = X_2d.reshape(n_samples, -1)
         y_fit = targets[:, 0] if targets.shape[1] == 1 else targets
         n_groups = 0 if groups is None else np.unique(np.asarray(groups)).size
         if n_groups >= 2:
             cv = GroupKFold(n_splits=min(_MEAN_ESTIMATOR_FOLDS, n_groups))
         else:
-            cv = KFold(n_splits=min(_MEAN_ESTIMATOR_FOLDS, features.shape[0]), shuffle=True,
-                       random_state=self._random_seed)
-            groups = None
+            cv = KFold(n_splits=min(_MEAN_ESTIMATOR_FOLDS, n_samples), shuffle=True, random_state=self._random_seed)
+        # The folds are listed here rather than passing groups on, because scikit-learn
+        # rejects a groups argument to cross_val_predict while metadata routing is on.
+        folds = list(cv.split(features, y_fit, groups))
         try:
-            oof = cross_val_predict(clone(self.mean_estimator), features, y_fit, groups=groups, cv=cv)
+            oof = cross_val_predict(clone(self.mean_estimator), features, y_fit, cv=folds)
             self.mean_estimator_ = clone(self.mean_estimator).fit(features, y_fit)
         except Exception as exc:  # any regressor may fail; name it and the data it got
+            reason = str(exc).rstrip(".")
             raise ValueError(
-                f"mean_estimator={self.mean_estimator!r} failed on {features.shape[0]} training slides "
-                f"({cv.get_n_splits()} out-of-fold fits, then one on all slides): "
-                f"{type(exc).__name__}: {exc}. Fix its settings for this data or set mean_estimator=None."
+                f"mean_estimator={self.mean_estimator!r} failed on {n_samples} training slides "
+                f"({len(folds)} out-of-fold fits, then one on all slides): {type(exc).__name__}: "
+                f"{reason}. Fix its settings for this data or set mean_estimator=None."
             ) from exc
         self._oof_mean = np.asarray(oof, dtype=np.float64).reshape(targets.shape)
         return targets - self._oof_mean
