@@ -473,7 +473,7 @@ def make_linear_data(n_train=60, n_test=40, n_genes=6, seed=0):
     return X[:n_train], Y[:n_train], X[n_train:], X[n_train:] @ weights
 
 
-def test_mean_estimator_beats_plain_flow_on_linear_data():
+def test_mean_estimator_beats_plain_flow():
     from sklearn.linear_model import RidgeCV
 
     X, Y, X_test, true_mean = make_linear_data()
@@ -497,7 +497,7 @@ def test_mean_estimator_added_to_every_draw():
     np.testing.assert_allclose(draws - residual_draws, np.broadcast_to(mean, draws.shape), atol=1e-5)
 
 
-def test_mean_estimator_with_one_gene_and_groups():
+def test_mean_estimator_one_gene_groups():
     from sklearn.linear_model import RidgeCV
 
     X, Y, X_test, _ = make_linear_data(n_genes=1)
@@ -544,7 +544,7 @@ def test_mean_estimator_without_predict_raises():
         tiny(n_tokens=2, mean_estimator="ridge").fit(X, Y)
 
 
-def test_mean_estimator_failure_names_the_estimator():
+def test_failing_mean_estimator_named():
     from sklearn.neighbors import KNeighborsRegressor
 
     X, Y, _, _ = make_linear_data()
@@ -552,7 +552,7 @@ def test_mean_estimator_failure_names_the_estimator():
         tiny(n_tokens=2, mean_estimator=KNeighborsRegressor(n_neighbors=500)).fit(X, Y)
 
 
-def test_mean_estimator_class_instead_of_instance_raises():
+def test_mean_estimator_class_raises():
     from sklearn.linear_model import RidgeCV
 
     X, Y, _, _ = make_linear_data()
@@ -560,7 +560,7 @@ def test_mean_estimator_class_instead_of_instance_raises():
         tiny(n_tokens=2, mean_estimator=RidgeCV).fit(X, Y)
 
 
-def test_mean_estimator_groups_length_checked_first():
+def test_mean_estimator_groups_length_checked():
     from sklearn.linear_model import RidgeCV
 
     X, Y, _, _ = make_linear_data()

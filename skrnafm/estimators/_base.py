@@ -313,8 +313,8 @@ class BaseTorchRegressor(RegressorMixin, BaseEstimator):
             Validated float32 features of all rows passed to ``fit``.
         targets : ndarray of shape (n_samples, n_genes)
             Validated raw targets (float64).
-        groups : array-like of shape (n_samples,) or None
-            Group labels passed to ``fit``.
+        groups : ndarray of shape (n_samples,) or None
+            Group labels passed to ``fit``, with their length checked.
         """
         return targets
 
@@ -429,6 +429,11 @@ class BaseTorchRegressor(RegressorMixin, BaseEstimator):
             raise ValueError(
                 f"{type(self).__name__} needs at least 2 training slides, got n_samples={X_2d.shape[0]}."
             )
+
+        if groups is not None:
+            groups = np.asarray(groups)
+            if groups.shape[0] != X_2d.shape[0]:
+                raise ValueError(f"groups has {groups.shape[0]} entries but X has {X_2d.shape[0]} rows.")
 
         self._random_seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
         targets = self._prepare_targets(X_2d, targets, groups)
@@ -623,11 +628,6 @@ class BaseTorchRegressor(RegressorMixin, BaseEstimator):
             return all_rows, empty
 
         if groups is not None:
-            groups = np.asarray(groups)
-            if groups.shape[0] != n_samples:
-                raise ValueError(
-                    f"groups has {groups.shape[0]} entries but X has {n_samples} rows."
-                )
             if np.unique(groups).size < 2:
                 self.fit_notes_.append("no validation split: groups has a single group")
                 return all_rows, empty

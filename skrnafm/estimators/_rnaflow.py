@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..exceptions import CalibrationWarning
 from ..flow import SOLVERS, ClassifierFreeGuidance, LinearPath, integrate
 from ..pathways import GeneSetIndex, resolve_gene_sets
-from ._base import BaseTorchRegressor, _pearson_columns, as_float_tensor
+from ._base import BaseTorchRegressor, as_float_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -300,35 +300,36 @@ history_, fit_notes_, n_epochs_, best_epoch_, validation_indices_
         self._oof_mean = None
         if self.mean_estimator is None:
             return targets
+
         if isinstance(self.mean_estimator, type):
             raise InvalidParameterError(
                 f"mean_estimator must be an estimator instance, got the class "
                 f"{self.mean_estimator.__name__}. Pass {self.mean_estimator.__name__}() instead."
             )
-        n_samples = X_2d.shape[0]
-        if groups is not None and len(groups) != n_samples:
-            raise ValueError(f"groups has {len(groups)} entries but X has {n_samples} rows.")
 
-        features = X_2d.reshape(n_samples, -1)
+        n_samples = X_2d.shape[0]
         y_fit = targets[:, 0] if targets.shape[1] == 1 else targets
-        n_groups = 0 if groups is None else np.unique(np.asarray(groups)).size
+        n_groups = 0 if groups is None else np.unique(groups).size
         if n_groups >= 2:
             cv = GroupKFold(n_splits=min(_MEAN_ESTIMATOR_FOLDS, n_groups))
         else:
             cv = KFold(n_splits=min(_MEAN_ESTIMATOR_FOLDS, n_samples), shuffle=True, random_state=self._random_seed)
+
         # The folds are listed here rather than passing groups on, because scikit-learn
         # rejects a groups argument to cross_val_predict while metadata routing is on.
-        folds = list(cv.split(features, y_fit, groups))
+        folds = list(cv.split(X_2d, y_fit, groups))
+
         try:
-            oof = cross_val_predict(clone(self.mean_estimator), features, y_fit, cv=folds)
-            self.mean_estimator_ = clone(self.mean_estimator).fit(features, y_fit)
-        except Exception as exc:  # any regressor may fail; name it and the data it got
+            oof = cross_val_predict(clone(self.mean_estimator), X_2d, y_fit, cv=folds)
+            self.mean_estimator_ = clone(self.mean_estimator).fit(X_2d, y_fit)
+        except Exception as exc:  # any regressor may fail, so the error names it and its data
             reason = str(exc).rstrip(".")
             raise ValueError(
                 f"mean_estimator={self.mean_estimator!r} failed on {n_samples} training slides "
                 f"({len(folds)} out-of-fold fits, then one on all slides): {type(exc).__name__}: "
                 f"{reason}. Fix its settings for this data or set mean_estimator=None."
             ) from exc
+
         self._oof_mean = np.asarray(oof, dtype=np.float64).reshape(targets.shape)
         return targets - self._oof_mean
 
@@ -339,15 +340,14 @@ history_, fit_notes_, n_epochs_, best_epoch_, validation_indices_
         prediction = self.mean_estimator_.predict(tokens.reshape(tokens.shape[0], -1))
         return np.asarray(prediction, dtype=np.float64).reshape(tokens.shape[0], self.n_genes_)
 
+    def _validation_offset(self):
+        """Return the out-of-fold mean of the validation rows, or 0 without a mean estimator."""
+        return 0.0 if self._oof_mean is None else self._oof_mean[self.validation_indices_]
+
     def _gene_validation_score(self, tokens_valid, targets_valid):
-        if self._oof_mean is None:
-            return super()._gene_validation_score(tokens_valid, targets_valid)
-        # Score the full prediction, not the residual: add the out-of-fold mean to both sides.
-        offset = self._oof_mean[self.validation_indices_]
-        if tokens_valid.shape[0] < 2:
-            return np.full(self.n_genes_, np.nan)
-        predictions = self._predict_validation(tokens_valid) + offset
-        return _pearson_columns(predictions, targets_valid + offset)
+        # Score the full prediction, not the residual: ``_predict_validation`` adds the
+        # same out-of-fold mean to the residual prediction.
+        return super()._gene_validation_score(tokens_valid, targets_valid + self._validation_offset())
 
     def _setup_fit(self, targets, targets_std):
         if self.hidden_dim % self.n_heads:
@@ -432,9 +432,9 @@ history_, fit_notes_, n_epochs_, best_epoch_, validation_indices_
 
     def _predict_validation(self, tokens):
         prediction, self._validation_prediction = self._validation_prediction, None
-        if prediction is not None and prediction.shape[0] == tokens.shape[0]:
-            return prediction
-        return self._draw(tokens, self.n_samples, seed=None).mean(axis=0)
+        if prediction is None or prediction.shape[0] != tokens.shape[0]:
+            prediction = self._draw(tokens, self.n_samples, seed=None).mean(axis=0)
+        return prediction + self._validation_offset()
 
     def _fitted_arrays(self):
         arrays = super()._fitted_arrays()
