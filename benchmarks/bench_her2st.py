@@ -78,26 +78,14 @@ def build_models(names, n_tokens, max_epochs, seed):
     """Return the estimators to compare, by name, at CPU-sized settings."""
     import skrnafm.estimators as estimators
 
-    models = {}
-    # Gene groups are learned from the training targets: the 380
-    # overlapping GO sets make each CPU step several times slower.
-    models.update(
-        flow_variants(
-            names,
-            pathways=None,
-            hidden_dim=32,
-            batch_size=BATCH_SIZE,
-            depth=2,
-            n_heads=4,
-            condition_dim=128,
-            max_epochs=max_epochs,
-            learning_rate=1e-3,
-            solver="midpoint",
-            n_steps=4,
-            n_samples=16,
-            n_tokens=n_tokens,
-            random_state=seed,
-        )
+    models = flow_variants(
+        names,
+        batch_size=BATCH_SIZE,
+        condition_dim=128,
+        max_epochs=max_epochs,
+        n_samples=16,
+        n_tokens=n_tokens,
+        random_state=seed,
     )
     if "ridge" in names:
         models["Ridge + Gaussian spread"] = RidgeWithSpread()
@@ -254,7 +242,7 @@ def target_lines(table):
     flow_rows = [name for name in FLOW_NAMES if name in table.index]
     if not flow_rows:
         return ["* RNAFlowRegressor was not run, so no target is checked."]
-    baselines = table.drop(index=[name for name in FLOW_NAMES if name in table.index])
+    baselines = table.drop(index=flow_rows)
     lines = []
     for name in flow_rows:
         for metric, better, label in (("mean_r_all", max, "mean r (all genes)"), ("crps", min, "CRPS")):
