@@ -107,10 +107,9 @@ def parse_max_tiles(text):
 
 def check_encoder_name(name):
     """Reject an ``--encoder`` value that ``get_encoder`` would reject, before any work."""
-    from ..features._encoders import DEFAULT_ENCODER
+    from ..features._encoders import DEFAULT_ENCODER, encoder_kind
 
-    key = name.strip().lower().replace("-", "_")
-    if key == DEFAULT_ENCODER or (name.startswith("timm:") and len(name) > len("timm:")):
+    if encoder_kind(name) is not None:
         return
     raise CLIError(
         f"--encoder {name!r} is not a known encoder; use {DEFAULT_ENCODER!r} or "

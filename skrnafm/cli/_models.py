@@ -157,11 +157,7 @@ def build_pipeline(
 
     if model == "ridge":
         ridge = Ridge(alpha=alpha)
-        unknown = set(extra_params) - set(ridge.get_params())
-        if unknown:
-            raise CLIError(
-                f"Ridge has no parameter {sorted(unknown)!r}; valid: {sorted(ridge.get_params())!r}"
-            )
+        _check_known_parameters(ridge, extra_params)
         ridge.set_params(**extra_params)
         check_parameters(ridge, REGRESSOR_OPTIONS)
         regressor = make_pipeline(StandardScaler(), ridge)
@@ -186,15 +182,18 @@ def build_pipeline(
     if model == "rnafm":
         params["pathways"] = pathways
     params.update(extra_params)
-    unknown = set(params) - set(cls().get_params())
-    if unknown:
-        raise CLIError(
-            f"{cls.__name__} has no parameter {sorted(unknown)!r}; "
-            f"valid: {sorted(cls().get_params())!r}"
-        )
+    _check_known_parameters(cls(), params)
     regressor = cls(**params)
     check_parameters(regressor, REGRESSOR_OPTIONS)
     return Pipeline([("pool", pooler), ("regressor", regressor)])
+
+
+def _check_known_parameters(estimator, params):
+    """Raise a CLIError naming any entry of ``params`` that ``estimator`` does not take."""
+    valid = estimator.get_params()
+    unknown = set(params) - set(valid)
+    if unknown:
+        raise CLIError(f"{type(estimator).__name__} has no parameter {sorted(unknown)!r}; valid: {sorted(valid)!r}")
 
 
 def predict_distribution(pipeline, X, *, n_samples=32, level=0.9, random_state=0):

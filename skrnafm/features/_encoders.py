@@ -411,6 +411,18 @@ class ModuleEncoder(TileEncoder):
         return out
 
 
+def encoder_kind(name):
+    """Return the kind of encoder a name selects: the default encoder's name, "timm" or None.
+
+    None means :func:`get_encoder` rejects the name. Nothing is built or loaded.
+    """
+    if name.strip().lower().replace("-", "_") == DEFAULT_ENCODER:
+        return DEFAULT_ENCODER
+    if name.startswith("timm:") and len(name) > len("timm:"):
+        return "timm"
+    return None
+
+
 def get_encoder(spec=DEFAULT_ENCODER):
     """Build the encoder that ``spec`` names.
 
@@ -432,12 +444,11 @@ def get_encoder(spec=DEFAULT_ENCODER):
         return spec
     if isinstance(spec, nn.Module):
         return ModuleEncoder(spec)
-    if isinstance(spec, str):
-        key = spec.strip().lower().replace("-", "_")
-        if key == DEFAULT_ENCODER:
-            return EfficientNetLite0Encoder()
-        if spec.startswith("timm:"):
-            return TimmEncoder(spec[len("timm:") :], pretrained=True)
+    kind = encoder_kind(spec) if isinstance(spec, str) else None
+    if kind == DEFAULT_ENCODER:
+        return EfficientNetLite0Encoder()
+    if kind == "timm":
+        return TimmEncoder(spec[len("timm:") :], pretrained=True)
     raise ValueError(
         f"Unknown encoder={spec!r}. Use 'efficientnet_lite0', 'timm:<model_name>', "
         "a TileEncoder object (e.g. TimmEncoder(name, weights=path)) or a torch.nn.Module."
