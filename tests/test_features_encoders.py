@@ -270,3 +270,14 @@ def test_timm_encoder_random_weights_warn():
 
     with pytest.warns(SkrnafmWarning, match="random weights"):
         TimmEncoder(TIMM_VIT, model_kwargs=TIMM_KWARGS)
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [("efficientnet_lite0", "efficientnet_lite0"), ("EfficientNet-Lite0", "efficientnet_lite0"),
+     ("timm:resnet50", "timm"), ("timm:", None), ("resnet50", None)],
+)
+def test_encoder_kind_of_names(name, kind):
+    from skrnafm.features._encoders import encoder_kind
+
+    assert encoder_kind(name) == kind
